@@ -1,0 +1,139 @@
+"""Configuration: TOML into frozen dataclasses, with every problem reported at once.
+
+Defaults live in the dataclasses. Each field may carry bounds in its metadata;
+`load_config` checks types, bounds and unknown keys across the whole file and
+raises one ConfigError listing every problem, so `tapsense check-config` can
+print them all.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _num(default: float, lo: float, hi: float) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+@dataclass(frozen=True, slots=True)
+class SensorConfig:
+    id: str = "tapsense"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    max_flows: int = _num(131072, 1, 1 << 26)
+    tcp_timeout_s: float = _num(300.0, 1, 86400)
+    tcp_closed_timeout_s: float = _num(5.0, 0, 3600)
+    udp_timeout_s: float = _num(60.0, 1, 86400)
+    other_timeout_s: float = _num(60.0, 1, 86400)
+    active_timeout_s: float = _num(120.0, 0, 86400)
+    key_vlan: bool = True
+    key_tunnel: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentConfig:
+    max_datagrams: int = _num(256, 0, 65536)
+    timeout_s: float = _num(30.0, 1, 600)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    timeout_s: float = _num(10.0, 0.1, 3600)
+    max_pending: int = _num(65536, 1, 1 << 24)
+    max_tcp_streams: int = _num(4096, 1, 1 << 20)
+    tcp_payload_cap: int = _num(262144, 512, 1 << 26)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    stats_interval_s: float = _num(60.0, 1, 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    fragments: FragmentConfig = field(default_factory=FragmentConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dict[str, Any]:
+    """Returns the valid values of one section; appends a line per problem."""
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix}: must be a table")
+        return {}
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key in raw:
+        if key not in known:
+            problems.append(f"{prefix}.{key}: unknown option")
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        want = hints[name]
+        if isinstance(want, type) and hasattr(want, "__dataclass_fields__"):
+            values[name] = want(**_check_section(want, value, f"{prefix}.{name}", problems))
+            continue
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            problems.append(f"{prefix}.{name}: expected {want.__name__}, got {value!r}")
+            continue
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            problems.append(f"{prefix}.{name}: {value!r} is outside [{lo}, {hi}]")
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            problems.append(f"{prefix}.{name}: {value!r} is not one of {', '.join(choices)}")
+            continue
+        values[name] = value
+    return values
+
+
+def parse_config(text: str) -> Config:
+    """Parses TOML text into a Config; raises ConfigError with every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    known = {f.name: f for f in fields(Config)}
+    hints = get_type_hints(Config)
+    for key in raw:
+        if key not in known:
+            problems.append(f"{key}: unknown section")
+    for name in known:
+        if name in raw:
+            sections[name] = hints[name](**_check_section(hints[name], raw[name], name, problems))
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse_config(text)
+

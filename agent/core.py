@@ -1,0 +1,114 @@
+"""The sans-IO pipeline: frame batches in, records out.
+
+    pipeline = Pipeline(config)
+    records = pipeline.feed(batch)      # many frames per call; the loop is in Cython
+    records = pipeline.tick(now_ns)     # time passes without packets (live capture)
+    records = pipeline.drain()          # end of input: flush flows and pending DNS
+
+No sockets, no files, no clock: time comes from the packets or from `tick`.
+The same frames give the same records in the same order whatever the batch
+size, because every timer runs on the engine's per-second ticks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from agent.config import Config
+from agent.dns import DnsTracker
+from agent.engine import END_NAMES, EV_FLOW, EV_PAYLOAD, Engine, FrameBatch
+from agent.flow import flow_record
+from agent.record import Record, StatsRecord
+
+_END_INTERIM = END_NAMES.index("interim")
+_CAP_COUNTERS = {
+    "flows_evicted": "flows_evicted",
+    "payload_cap_hits": "tcp_payload_cap",
+    "frag.evicted": "fragments_evicted",
+    "dns.pending_evicted": "dns_pending_evicted",
+    "dns.tcp_streams_cap": "dns_tcp_streams",
+    "dns.tcp_reorder_cap": "dns_tcp_reorder",
+}
+
+
+class Pipeline:
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        flow, frag, dns = self.config.flow, self.config.fragments, self.config.dns
+        self.stats: Counter[str] = Counter()
+        self.record_counts: Counter[str] = Counter()
+        self.engine = Engine(
+            max_flows=flow.max_flows,
+            tcp_timeout_s=flow.tcp_timeout_s,
+            tcp_closed_timeout_s=flow.tcp_closed_timeout_s,
+            udp_timeout_s=flow.udp_timeout_s,
+            other_timeout_s=flow.other_timeout_s,
+            active_timeout_s=flow.active_timeout_s,
+            frag_timeout_s=frag.timeout_s,
+            frag_max_datagrams=frag.max_datagrams,
+            key_vlan=flow.key_vlan,
+            key_tunnel=flow.key_tunnel,
+            tcp_payload_cap=dns.tcp_payload_cap,
+        )
+        self.dns = DnsTracker(
+            self.stats,
+            timeout_s=dns.timeout_s,
+            max_pending=dns.max_pending,
+            max_tcp_streams=dns.max_tcp_streams,
+        )
+
+    def feed(self, batch: FrameBatch) -> list[Record]:
+        return self._handle(self.engine.feed(batch.data, batch.descs, batch.count))
+
+    def tick(self, now_ns: int) -> list[Record]:
+        return self._handle(self.engine.tick(now_ns))
+
+    def drain(self) -> list[Record]:
+        records: list[Record] = list(self.dns.drain())
+        self._count(records)
+        return records + self._handle(self.engine.flush())
+
+    def _handle(self, outputs: list[tuple[Any, ...]]) -> list[Record]:
+        records: list[Record] = []
+        for event in outputs:
+            kind = event[0]
+            if kind == EV_FLOW:
+                records.append(flow_record(event))
+                if event[3] != _END_INTERIM:
+                    self.dns.on_flow_end(event[2])
+            elif kind == EV_PAYLOAD:
+                records.extend(self.dns.on_payload(event))
+            else:
+                records.extend(self.dns.on_tick(event[1]))
+        self._count(records)
+        return records
+
+    def _count(self, records: list[Record]) -> None:
+        for record in records:
+            self.record_counts[record.type] += 1
+
+    def stats_record(
+        self,
+        *,
+        capture: dict[str, int] | None = None,
+        kernel_drops: int = 0,
+        shipping: dict[str, int] | None = None,
+    ) -> StatsRecord:
+        """The sensor's counters now; `capture` and `shipping` come from the I/O edges."""
+        engine = self.engine.counters()
+        merged = {**engine, **self.stats}
+        return StatsRecord(
+            ts=self.engine.now_ns / 1e9,
+            packets=engine["packets"],
+            bytes=engine["bytes"],
+            kernel_drops=kernel_drops,
+            flows_active=engine["flows_active"],
+            records=dict(self.record_counts),
+            decode_errors={k[7:]: v for k, v in engine.items() if k.startswith("decode.")},
+            caps={name: merged.get(key, 0) for key, name in _CAP_COUNTERS.items()},
+            capture=dict(capture or {}),
+            fragments={k[5:]: v for k, v in engine.items() if k.startswith("frag.")},
+            dns={k[4:]: v for k, v in self.stats.items() if k.startswith("dns.")},
+            shipping=dict(shipping or {}),
+        )

@@ -1,0 +1,239 @@
+"""DNS transactions: frames DNS over TCP, pairs queries with responses, emits DnsRecords.
+
+Sans-IO. A query waits (bounded, `max_pending`) for the response with the same
+endpoints, transaction id and question; the pair becomes one record with its
+round-trip time. A query still waiting after `timeout_s` becomes an
+"unanswered" record, a response with no waiting query an "unsolicited" one,
+so every message seen is in exactly one record. A second query with the same
+key ends the first as unanswered (a retransmission).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent._dns import parse_dns
+from agent.flow import addr_text, community_id
+from agent.record import DnsRecord
+from agent.stream import TcpStream
+
+if TYPE_CHECKING:
+    from agent._dns import DnsMessage
+
+STATUS_TEXT = ("ok", "truncated", "unsupported", "malformed", "limit")
+
+# RFC 6895 section 2.3 (and RFC 6891 for values above 15)
+RCODE_NAMES = {
+    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI",
+    16: "BADVERS", 17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
+    22: "BADTRUNC", 23: "BADCOOKIE",
+}
+# Header flag bits (RFC 1035 section 4.1.1, RFC 4035 section 3.2 for AD and CD)
+FLAG_BITS = (("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("ad", 0x0020),
+             ("cd", 0x0010))
+PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
+TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
+
+
+@dataclass(slots=True)
+class _Message:
+    ts_ns: int
+    querier: bytes
+    qport: int
+    responder: bytes
+    rport: int
+    transport: str
+    proto: int
+    message: DnsMessage
+
+
+@dataclass(slots=True)
+class _TcpFramer:
+    stream: TcpStream
+    buffer: bytearray
+
+
+class DnsTracker:
+    def __init__(
+        self,
+        stats: Counter[str],
+        *,
+        timeout_s: float = 10.0,
+        max_pending: int = 65536,
+        max_tcp_streams: int = 4096,
+    ) -> None:
+        self.stats = stats
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.max_pending = max_pending
+        self.max_tcp_streams = max_tcp_streams
+        self._pending: OrderedDict[tuple[Any, ...], _Message] = OrderedDict()
+        self._tcp: dict[tuple[int, int], _TcpFramer] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def on_payload(self, event: tuple[Any, ...]) -> list[DnsRecord]:
+        """Takes an EV_PAYLOAD output of a DNS flow; returns the records it completes."""
+        (_k, ts_ns, handle, dirn, _why, proto, _fam, caddr, cport, saddr, sport,
+         seq, tcp_flags, payload, wire_len) = event
+        sender, sender_port, receiver, receiver_port = (
+            (caddr, cport, saddr, sport) if dirn == 0 else (saddr, sport, caddr, cport)
+        )
+        if proto == 17:
+            if wire_len > len(payload):
+                self.stats["dns.snaplen_cut"] += 1
+            return self._message(payload, ts_ns, sender, sender_port, receiver, receiver_port,
+                                 "udp", proto)
+        records: list[DnsRecord] = []
+        for message in self._tcp_messages(handle, dirn, seq, tcp_flags, payload):
+            records += self._message(message, ts_ns, sender, sender_port, receiver,
+                                     receiver_port, "tcp", proto)
+        return records
+
+    def on_flow_end(self, handle: int) -> None:
+        for dirn in (0, 1):
+            framer = self._tcp.pop((handle, dirn), None)
+            if framer is not None and (framer.buffer or framer.stream.has_gap):
+                self.stats["dns.tcp_incomplete"] += 1
+
+    def on_tick(self, now_ns: int) -> list[DnsRecord]:
+        """Ends the queries that waited longer than the timeout."""
+        records = []
+        while self._pending:
+            key, query = next(iter(self._pending.items()))
+            if query.ts_ns + self.timeout_ns > now_ns:
+                break
+            del self._pending[key]
+            records.append(self._record(query, None))
+        return records
+
+    def drain(self) -> list[DnsRecord]:
+        """At the end of input every waiting query is unanswered."""
+        records = [self._record(query, None) for query in self._pending.values()]
+        self._pending.clear()
+        for handle, _dirn in list(self._tcp):
+            self.on_flow_end(handle)
+        return records
+
+    def _tcp_messages(self, handle: int, dirn: int, seq: int, tcp_flags: int,
+                      payload: bytes) -> list[bytes]:
+        framer = self._tcp.get((handle, dirn))
+        if framer is None:
+            if len(self._tcp) >= self.max_tcp_streams:
+                self.stats["dns.tcp_streams_cap"] += 1
+                return []
+            framer = _TcpFramer(TcpStream(max_pending=TCP_MAX_MESSAGE), bytearray())
+            self._tcp[(handle, dirn)] = framer
+        dropped = framer.stream.dropped_bytes
+        framer.buffer += framer.stream.add(seq, bool(tcp_flags & 0x02), payload)
+        if framer.stream.dropped_bytes != dropped:
+            self.stats["dns.tcp_reorder_cap"] += 1
+        messages = []
+        buf = framer.buffer
+        while len(buf) >= 2:
+            length = buf[0] << 8 | buf[1]
+            if len(buf) < 2 + length:
+                break
+            messages.append(bytes(buf[2 : 2 + length]))
+            del buf[: 2 + length]
+        return messages
+
+    def _message(self, data: bytes, ts_ns: int, sender: bytes, sender_port: int,
+                 receiver: bytes, receiver_port: int, transport: str,
+                 proto: int) -> list[DnsRecord]:
+        status, message = parse_dns(data)
+        if message is None:
+            self.stats[f"dns.not_dns.{STATUS_TEXT[status]}"] += 1
+            return []
+        self.stats["dns.messages"] += 1
+        if message[6] is not None:
+            self.stats[f"dns.malformed.{message[6]}"] += 1
+        is_response = bool(message[1] & 0x8000)
+        if is_response:
+            side = _Message(ts_ns, receiver, receiver_port, sender, sender_port, transport,
+                            proto, message)
+        else:
+            side = _Message(ts_ns, sender, sender_port, receiver, receiver_port, transport,
+                            proto, message)
+        question = message[3][0][:2] if message[3] else None
+        key = (side.querier, side.qport, side.responder, side.rport, transport, message[0],
+               question)
+        if not is_response:
+            records = []
+            earlier = self._pending.pop(key, None)
+            if earlier is not None:
+                self.stats["dns.retransmitted_query"] += 1
+                records.append(self._record(earlier, None))
+            if len(self._pending) >= self.max_pending:
+                self.stats["dns.pending_evicted"] += 1
+                records.append(self._record(self._pending.popitem(last=False)[1], None))
+            self._pending[key] = side
+            return records
+        query = self._pending.pop(key, None)
+        if query is None:
+            return [self._record(None, side)]
+        return [self._record(query, side)]
+
+    def _record(self, query: _Message | None, response: _Message | None) -> DnsRecord:
+        first = query or response
+        assert first is not None
+        ident, _flags, counts, questions, _answers, _edns, _problem = first.message
+        qname, qtype, qclass = questions[0] if questions else (None, None, None)
+        answers: list[str] = []
+        answer_types: list[int] = []
+        ttls: list[int] = []
+        rcode = rcode_name = rtt = None
+        flags_from = (response or first).message
+        if response is not None:
+            _i, rflags, _c, _q, rr, redns, _p = response.message
+            for _name, rtype, ttl, text in rr:
+                answers.append(text)
+                answer_types.append(rtype)
+                ttls.append(ttl)
+            rcode = rflags & 0x000F
+            if redns is not None:  # the 12-bit extended RCODE, RFC 6891 section 6.1.3
+                rcode |= redns["rcode_high"] << 4
+            rcode_name = RCODE_NAMES.get(rcode, str(rcode))
+            if query is not None:
+                rtt = (response.ts_ns - query.ts_ns) / 1e9
+        status = "answered" if query and response else ("unanswered" if query else "unsolicited")
+        edns = (response.message[5] if response is not None else None) or (
+            query.message[5] if query is not None else None
+        )
+        problem = (query.message[6] if query is not None else None) or (
+            response.message[6] if response is not None else None
+        )
+        server_port = first.rport
+        return DnsRecord(
+            ts=first.ts_ns / 1e9,
+            src=addr_text(first.querier),
+            sport=first.qport,
+            dst=addr_text(first.responder),
+            dport=first.rport,
+            proto=first.transport,
+            flow=community_id(first.proto, first.querier, first.responder, first.qport,
+                              first.rport),
+            transport=first.transport,
+            protocol=PORT_PROTOCOL.get(server_port, "dns"),
+            status=status,
+            id=ident,
+            opcode=(first.message[1] >> 11) & 0xF,
+            qname=qname,
+            qtype=qtype,
+            # mDNS uses the top bit of the class as the unicast-response bit (RFC 6762 5.4)
+            qclass=qclass & 0x7FFF if qclass is not None and server_port == 5353 else qclass,
+            rcode=rcode,
+            rcode_name=rcode_name,
+            answers=answers,
+            answer_types=answer_types,
+            ttls=ttls,
+            rtt=rtt,
+            flags=[name for name, bit in FLAG_BITS if flags_from[1] & bit],
+            questions=[[q[0], q[1]] for q in questions] if counts[0] > 1 else None,
+            edns=edns,
+            problem=problem,
+        )

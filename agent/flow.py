@@ -1,0 +1,81 @@
+"""Flow identity and flow records: Community ID, address text, EV_FLOW to FlowRecord."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import struct
+from typing import Any
+
+from agent.engine import END_NAMES
+from agent.record import FlowRecord
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp"}
+_PORTED = frozenset((1, 6, 17, 58, 132))
+_TCP_FLAG_LETTERS = "FSRPAUEC"  # bit 0 (FIN) to bit 7 (CWR), RFC 9293 section 3.1
+
+
+def proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto, str(proto))
+
+
+def addr_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def tcp_flags_text(bits: int) -> str:
+    return "".join(letter for i, letter in enumerate(_TCP_FLAG_LETTERS) if bits >> i & 1)
+
+
+def community_id(
+    proto: int,
+    saddr: bytes,
+    daddr: bytes,
+    sport: int,
+    dport: int,
+    *,
+    one_way: bool = False,
+    seed: int = 0,
+) -> str:
+    """Community ID v1 (github.com/corelight/community-id-spec) of a flow.
+
+    For ICMP the ports are already the type and its counterpart type (or the
+    code, for types without one, which are `one_way` and keep their order).
+    """
+    if not one_way and (saddr, sport) > (daddr, dport):
+        saddr, daddr, sport, dport = daddr, saddr, dport, sport
+    data = struct.pack("!H", seed) + saddr + daddr + struct.pack("!BB", proto, 0)
+    if proto in _PORTED:
+        data += struct.pack("!HH", sport, dport)
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+
+
+def flow_record(event: tuple[Any, ...], name: tuple[str, str] | None = None) -> FlowRecord:
+    """Builds the record of an EV_FLOW output of the engine."""
+    (
+        _kind, _end_ns, _handle, reason, proto, _family, caddr, cport, saddr, sport,
+        first_ns, last_ns, pkts_up, bytes_up, pkts_down, bytes_down, flags_up, flags_down,
+        vlan, one_way,
+    ) = event
+    tcp = proto == 6
+    return FlowRecord(
+        ts=first_ns / 1e9,
+        src=addr_text(caddr),
+        sport=cport,
+        dst=addr_text(saddr),
+        dport=sport,
+        proto=proto_name(proto),
+        flow=community_id(proto, caddr, saddr, cport, sport, one_way=bool(one_way)),
+        ts_end=last_ns / 1e9,
+        pkts_up=pkts_up,
+        bytes_up=bytes_up,
+        pkts_down=pkts_down,
+        bytes_down=bytes_down,
+        end=END_NAMES[reason],
+        tcp_flags_up=tcp_flags_text(flags_up) if tcp else None,
+        tcp_flags_down=tcp_flags_text(flags_down) if tcp else None,
+        vlan=vlan or None,
+        name=name[0] if name else None,
+        name_source=name[1] if name else None,
+    )

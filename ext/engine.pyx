@@ -1,0 +1,450 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The per-packet loop: decode, reassemble fragments, update flows, pick events.
+
+`Engine.feed` walks a whole batch of frame descriptors in C. A bulk packet
+costs a decode, a hash lookup and a few additions; only three things become
+Python objects, appended to the output list in packet order:
+
+- (EV_TICK, now_ns) when the packet clock enters a new second; flow expiry
+  runs right after, so Python timers that run on ticks see the same order of
+  events whatever the batch size.
+- (EV_PAYLOAD, ...) for a packet whose flow has an interest set (a DNS port
+  today); Python clears the interest when it has what it needs.
+- (EV_FLOW, ...) when a flow ends: idle, FIN, RST, evicted, interim, shutdown.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free
+from libc.string cimport memcmp, memcpy, memset
+
+from _decode cimport (FRAGMENT, IPPROTO_TCP, IPPROTO_UDP, LAYER_FRAG, N_LAYERS, OPT_KEY_TUNNEL,
+                      OPT_KEY_VLAN, Packet, decode_frame, decode_reassembled)
+from _flowtable cimport (CLASS_OTHER, CLASS_TCP, CLASS_TCP_CLOSED, CLASS_UDP, N_CLASSES,
+                         ST_FIN_DOWN, ST_FIN_UP, ST_RST, Flow, FlowKey, FlowTable, ft_find, ft_free,
+                         ft_hash, ft_init, ft_insert, ft_oldest, ft_remove, lru_touch)
+from _frame cimport FRAME_VLAN_STRIPPED, FrameDesc
+from _reasm cimport (N_FR, Datagram, FragKey, Reasm, rs_add, rs_drop_all, rs_expire, rs_free,
+                     rs_init, rs_release)
+from _wire cimport LIMIT, N_STATUS, OK
+
+# Output kinds
+EV_TICK = 0
+EV_PAYLOAD = 1
+EV_FLOW = 2
+
+# Why a flow ended (index into END_NAMES)
+END_NAMES = ("idle", "fin", "rst", "interim", "evicted", "shutdown")
+cdef enum:
+    END_IDLE = 0
+    END_FIN = 1
+    END_RST = 2
+    END_INTERIM = 3
+    END_EVICTED = 4
+    END_SHUTDOWN = 5
+
+# What the engine forwards to Python for a flow (Flow.interest bits)
+INT_DNS = 1
+cdef enum:
+    I_DNS = 1
+
+# Ports whose payload is DNS: DNS (RFC 1035), mDNS (RFC 6762), LLMNR (RFC 4795)
+cdef enum:
+    PORT_DNS = 53
+    PORT_MDNS = 5353
+    PORT_LLMNR = 5355
+
+cdef enum:
+    TCP_FIN = 0x01
+    TCP_SYN = 0x02
+    TCP_RST = 0x04
+    TCP_ACK = 0x10
+
+cdef enum:
+    MAX_FRAG_NESTING = 2
+
+LAYER_NAMES = ("link", "ether", "vlan", "mpls", "pppoe", "ppp", "gre", "erspan", "vxlan",
+               "geneve", "teredo", "gtp", "ipv4", "ipv6", "ipv6_ext", "frag", "tcp", "udp",
+               "icmp", "sctp", "tunnel")
+STATUS_NAMES = ("ok", "truncated", "unsupported", "malformed", "limit")
+FRAG_COUNTER_NAMES = ("fragments", "reassembled", "timeout", "evicted", "overlap", "malformed",
+                      "too_big", "truncated", "no_memory")
+COUNTER_NAMES = ("packets", "bytes", "flows_created", "flows_ended", "flows_evicted",
+                 "interim_records", "payload_events", "payload_cap_hits", "time_backwards",
+                 "bad_descriptor")
+cdef enum:
+    C_PACKETS = 0
+    C_BYTES = 1
+    C_FLOWS_CREATED = 2
+    C_FLOWS_ENDED = 3
+    C_FLOWS_EVICTED = 4
+    C_INTERIM = 5
+    C_PAYLOAD_EVENTS = 6
+    C_PAYLOAD_CAP = 7
+    C_TIME_BACKWARDS = 8
+    C_BAD_DESC = 9
+    N_COUNTERS = 10
+
+DESC_SIZE = sizeof(FrameDesc)
+
+cdef uint64_t NS = 1000000000
+
+
+cdef inline bint looks_like_server(uint16_t sport, uint16_t dport) noexcept nogil:
+    """A packet from a well-known port to an ephemeral one comes from a server."""
+    return sport < 1024 and dport >= 1024
+
+
+cdef inline bint is_dns_port(uint16_t port) noexcept nogil:
+    return port == PORT_DNS or port == PORT_MDNS or port == PORT_LLMNR
+
+
+cdef class Engine:
+    cdef FlowTable ft
+    cdef Reasm rs
+    cdef bint ready
+    cdef int opts
+    cdef uint64_t now
+    cdef uint64_t tick_sec
+    cdef uint64_t timeout_ns[N_CLASSES]
+    cdef uint64_t active_ns
+    cdef uint32_t tcp_payload_cap
+    cdef uint64_t counts[N_COUNTERS]
+    cdef uint64_t errors[N_LAYERS][N_STATUS]
+    cdef list out
+
+    def __cinit__(self):
+        self.ready = False
+
+    def __init__(self, *, int max_flows=131072, double tcp_timeout_s=300.0,
+                 double tcp_closed_timeout_s=5.0, double udp_timeout_s=60.0,
+                 double other_timeout_s=60.0, double active_timeout_s=120.0,
+                 double frag_timeout_s=30.0, int frag_max_datagrams=256,
+                 bint key_vlan=True, bint key_tunnel=True, int tcp_payload_cap=262144,
+                 unsigned long long seed=0x5EED5EED5EED5EED):
+        if max_flows < 1:
+            raise ValueError("max_flows must be at least 1")
+        if frag_max_datagrams < 0:
+            raise ValueError("frag_max_datagrams must not be negative")
+        if not ft_init(&self.ft, max_flows, seed):
+            raise MemoryError("flow table")
+        if not rs_init(&self.rs, frag_max_datagrams, <uint64_t>(frag_timeout_s * NS), seed ^ 1):
+            ft_free(&self.ft)
+            raise MemoryError("fragment table")
+        self.ready = True
+        self.opts = (OPT_KEY_VLAN if key_vlan else 0) | (OPT_KEY_TUNNEL if key_tunnel else 0)
+        self.timeout_ns[CLASS_TCP] = <uint64_t>(tcp_timeout_s * NS)
+        self.timeout_ns[CLASS_TCP_CLOSED] = <uint64_t>(tcp_closed_timeout_s * NS)
+        self.timeout_ns[CLASS_UDP] = <uint64_t>(udp_timeout_s * NS)
+        self.timeout_ns[CLASS_OTHER] = <uint64_t>(other_timeout_s * NS)
+        self.active_ns = <uint64_t>(active_timeout_s * NS)
+        self.tcp_payload_cap = tcp_payload_cap
+        self.now = 0
+        self.tick_sec = 0
+        memset(self.counts, 0, sizeof(self.counts))
+        memset(self.errors, 0, sizeof(self.errors))
+        self.out = []
+
+    def __dealloc__(self):
+        if self.ready:
+            ft_free(&self.ft)
+            rs_free(&self.rs)
+
+    @property
+    def now_ns(self):
+        return self.now
+
+    @property
+    def active_flows(self):
+        return self.ft.count
+
+    def feed(self, const unsigned char[:] data, const unsigned char[:] descs, Py_ssize_t count):
+        """Processes `count` frames described in descs over data; returns the outputs."""
+        cdef const FrameDesc* d
+        cdef Packet pk
+        cdef Py_ssize_t i
+        cdef Py_ssize_t size = data.shape[0]
+        cdef const uint8_t* base
+        cdef int st
+        if count <= 0:
+            return self._take()
+        if descs.shape[0] < count * <Py_ssize_t>sizeof(FrameDesc):
+            raise ValueError("descriptor buffer shorter than count")
+        if size == 0:
+            self.counts[C_BAD_DESC] += count
+            return self._take()
+        base = &data[0]
+        for i in range(count):
+            d = (<const FrameDesc*>&descs[0]) + i
+            if <Py_ssize_t>d.offset + <Py_ssize_t>d.caplen > size:
+                self.counts[C_BAD_DESC] += 1
+                continue
+            self._advance(d.ts_ns)
+            self.counts[C_PACKETS] += 1
+            self.counts[C_BYTES] += d.wirelen
+            st = decode_frame(base + d.offset, d.caplen, d.linktype, d.vlan_tci,
+                              (d.flags & FRAME_VLAN_STRIPPED) != 0, self.opts, &pk)
+            if st == OK:
+                self._process(&pk, d.ts_ns, 1, pk.ip_len)
+            elif st == FRAGMENT:
+                self._fragment(&pk, d.ts_ns, 0)
+            else:
+                self.errors[pk.err_layer][st] += 1
+        return self._take()
+
+    def tick(self, unsigned long long now_ns):
+        """Advances the clock without a packet (live capture on a quiet link)."""
+        self._advance(now_ns)
+        return self._take()
+
+    def flush(self):
+        """Ends every flow (end of input or shutdown) and drops unfinished fragments."""
+        cdef int c
+        for c in range(N_CLASSES):
+            while self.ft.head[c] != -1:
+                self._end(self.ft.head[c], END_SHUTDOWN)
+        rs_drop_all(&self.rs)
+        return self._take()
+
+    def set_interest(self, unsigned long long handle, int bits):
+        """Sets what the engine forwards for a flow; a stale handle is ignored."""
+        cdef uint32_t i = handle & 0xFFFFFFFF
+        if i < <uint32_t>self.ft.capacity and self.ft.pool[i].gen == (handle >> 32):
+            self.ft.pool[i].interest = <uint8_t>bits
+
+    def counters(self):
+        """All counters as a flat dict: engine, decode failures by layer.status, fragments."""
+        cdef int l, s
+        result = {name: self.counts[i] for i, name in enumerate(COUNTER_NAMES)}
+        result["flows_active"] = self.ft.count
+        for l in range(N_LAYERS):
+            for s in range(1, N_STATUS):
+                if self.errors[l][s]:
+                    result[f"decode.{LAYER_NAMES[l]}.{STATUS_NAMES[s]}"] = self.errors[l][s]
+        for l in range(N_FR):
+            result[f"frag.{FRAG_COUNTER_NAMES[l]}"] = self.rs.counts[l]
+        return result
+
+    cdef list _take(self):
+        cdef list taken = self.out
+        self.out = []
+        return taken
+
+    cdef void _advance(self, uint64_t ts) noexcept:
+        cdef uint64_t sec
+        if ts > self.now:
+            self.now = ts
+        elif ts < self.now:
+            self.counts[C_TIME_BACKWARDS] += 1
+        sec = self.now // NS
+        if sec != self.tick_sec:
+            self.tick_sec = sec
+            self.out.append((EV_TICK, self.now))
+            self._expire()
+
+    cdef void _expire(self) noexcept:
+        cdef int c
+        cdef int32_t i
+        cdef Flow* f
+        for c in range(N_CLASSES):
+            while self.ft.head[c] != -1:
+                i = self.ft.head[c]
+                f = &self.ft.pool[i]
+                if f.seen_ns + self.timeout_ns[c] > self.now:
+                    break
+                if c == CLASS_TCP_CLOSED:
+                    self._end(i, END_RST if f.state & ST_RST else END_FIN)
+                else:
+                    self._end(i, END_IDLE)
+        rs_expire(&self.rs, self.now)
+
+    cdef void _fragment(self, Packet* pk, uint64_t ts, int depth) noexcept:
+        cdef FragKey key
+        cdef int32_t j
+        cdef Datagram* dg
+        cdef uint8_t* buf
+        cdef uint32_t total, frames
+        cdef uint64_t ip_bytes
+        cdef Packet inner
+        cdef int st
+        cdef uint8_t tunnels_before
+        memset(&key, 0, sizeof(FragKey))
+        memcpy(key.src, pk.src, 16)
+        memcpy(key.dst, pk.dst, 16)
+        key.ident = pk.frag_id
+        key.ctx = pk.ctx
+        key.family = pk.family
+        key.proto = pk.proto
+        j = rs_add(&self.rs, &key, self.now, pk.frag_offset, pk.frag_more, pk.payload,
+                   pk.payload_len, pk.l4_wire, pk.ip_len)
+        if j < 0:
+            return
+        # Take the buffer out of the table before decoding into it: a nested
+        # fragment may reuse the table slot.
+        dg = &self.rs.pool[j]
+        buf = dg.data
+        total = dg.total
+        frames = dg.frames
+        ip_bytes = dg.ip_bytes
+        dg.data = NULL
+        rs_release(&self.rs, j)
+        inner = pk[0]
+        tunnels_before = inner.tunnels
+        st = decode_reassembled(buf, total, &inner, self.opts)
+        if st == OK:
+            if inner.tunnels != tunnels_before:     # the datagram carried another IP packet
+                ip_bytes = inner.ip_len
+                frames = 1
+            self._process(&inner, ts, frames, ip_bytes)
+        elif st == FRAGMENT:
+            if depth < MAX_FRAG_NESTING:
+                self._fragment(&inner, ts, depth + 1)
+            else:
+                self.errors[LAYER_FRAG][LIMIT] += 1
+        else:
+            self.errors[inner.err_layer][st] += 1
+        free(buf)
+
+    cdef void _process(self, Packet* pk, uint64_t ts, uint32_t frames,
+                       uint64_t ip_bytes) noexcept:
+        cdef FlowKey key
+        cdef bint a_is_src, sender_is_client
+        cdef int cmp, dirn
+        cdef uint64_t h
+        cdef int32_t i
+        cdef Flow* f
+        cdef uint8_t cls
+        memset(&key, 0, sizeof(FlowKey))
+        cmp = memcmp(pk.src, pk.dst, 16)
+        a_is_src = cmp < 0 or (cmp == 0 and pk.sport <= pk.dport)
+        if a_is_src:
+            memcpy(key.a, pk.src, 16)
+            memcpy(key.b, pk.dst, 16)
+            key.port_a = pk.sport
+            key.port_b = pk.dport
+        else:
+            memcpy(key.a, pk.dst, 16)
+            memcpy(key.b, pk.src, 16)
+            key.port_a = pk.dport
+            key.port_b = pk.sport
+        key.family = pk.family
+        key.proto = pk.proto
+        key.ctx = pk.ctx
+        if pk.proto == IPPROTO_TCP:
+            cls = CLASS_TCP
+        elif pk.proto == IPPROTO_UDP:
+            cls = CLASS_UDP
+        else:
+            cls = CLASS_OTHER
+        h = ft_hash(&self.ft, &key)
+        i = ft_find(&self.ft, &key, h)
+        if (i >= 0 and pk.proto == IPPROTO_TCP
+                and (pk.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN
+                and self.ft.pool[i].cls == CLASS_TCP_CLOSED):
+            # A new connection reuses the 5-tuple of a closed one.
+            self._end(i, END_RST if self.ft.pool[i].state & ST_RST else END_FIN)
+            i = -1
+        if i < 0:
+            if self.ft.count >= self.ft.capacity:
+                self.counts[C_FLOWS_EVICTED] += 1
+                self._end(ft_oldest(&self.ft), END_EVICTED)
+            i = ft_insert(&self.ft, &key, h, cls)
+            f = &self.ft.pool[i]
+            if pk.proto == IPPROTO_TCP:
+                if (pk.tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK):
+                    sender_is_client = False
+                elif pk.tcp_flags & TCP_SYN:
+                    sender_is_client = True
+                else:
+                    sender_is_client = not looks_like_server(pk.sport, pk.dport)
+            elif pk.proto == IPPROTO_UDP:
+                sender_is_client = not looks_like_server(pk.sport, pk.dport)
+            else:
+                sender_is_client = True
+            f.a_is_client = a_is_src == sender_is_client
+            f.first_ns = ts
+            f.vlan_id = pk.vlan_id
+            f.icmp_one_way = pk.icmp_one_way
+            if ((pk.proto == IPPROTO_UDP or pk.proto == IPPROTO_TCP)
+                    and (is_dns_port(pk.sport) or is_dns_port(pk.dport))):
+                f.interest = I_DNS
+            self.counts[C_FLOWS_CREATED] += 1
+        f = &self.ft.pool[i]
+        dirn = 0 if a_is_src == f.a_is_client else 1
+        if f.pkts[0] == 0 and f.pkts[1] == 0:
+            f.first_ns = ts                         # first packet of a report period
+        f.pkts[dirn] += frames
+        f.bytes[dirn] += ip_bytes
+        if ts > f.last_ns:
+            f.last_ns = ts
+        f.seen_ns = self.now
+        if pk.proto == IPPROTO_TCP:
+            f.tcp_flags[dirn] |= pk.tcp_flags
+            if pk.tcp_flags & TCP_RST:
+                f.state |= ST_RST
+            if pk.tcp_flags & TCP_FIN:
+                f.state |= ST_FIN_UP if dirn == 0 else ST_FIN_DOWN
+            if f.state & ST_RST or (f.state & (ST_FIN_UP | ST_FIN_DOWN)) == ST_FIN_UP | ST_FIN_DOWN:
+                cls = CLASS_TCP_CLOSED
+        lru_touch(&self.ft, i, cls)
+        if f.interest:
+            self._forward(f, i, pk, dirn, ts)
+        if self.active_ns and self.now >= f.first_ns + self.active_ns:
+            self.counts[C_INTERIM] += 1
+            self._emit_flow(i, END_INTERIM)
+            f.pkts[0] = f.pkts[1] = 0
+            f.bytes[0] = f.bytes[1] = 0
+            f.first_ns = f.last_ns
+
+    cdef void _forward(self, Flow* f, int32_t i, Packet* pk, int dirn, uint64_t ts) noexcept:
+        if not (f.interest & I_DNS):
+            return
+        if pk.proto == IPPROTO_UDP:
+            if pk.payload_len == 0:
+                return
+        elif pk.proto == IPPROTO_TCP:
+            if pk.payload_len == 0 and not (pk.tcp_flags & TCP_SYN):
+                return
+            if f.fwd_bytes[dirn] + pk.payload_len > self.tcp_payload_cap:
+                self.counts[C_PAYLOAD_CAP] += 1
+                f.interest &= ~I_DNS
+                return
+            f.fwd_bytes[dirn] += pk.payload_len
+        else:
+            return
+        self.counts[C_PAYLOAD_EVENTS] += 1
+        self.out.append((
+            EV_PAYLOAD, ts, self._handle(i), dirn, INT_DNS, pk.proto, f.key.family,
+            self._addr(f, True), self._port(f, True), self._addr(f, False), self._port(f, False),
+            pk.seq, pk.tcp_flags,
+            PyBytes_FromStringAndSize(<const char*>pk.payload, pk.payload_len),
+            pk.payload_wire,
+        ))
+
+    cdef inline uint64_t _handle(self, int32_t i) noexcept:
+        return (<uint64_t>self.ft.pool[i].gen << 32) | <uint32_t>i
+
+    cdef bytes _addr(self, Flow* f, bint client):
+        cdef const uint8_t* a
+        if f.a_is_client == client:
+            a = &f.key.a[0]
+        else:
+            a = &f.key.b[0]
+        return PyBytes_FromStringAndSize(<const char*>a, 4 if f.key.family == 4 else 16)
+
+    cdef inline uint16_t _port(self, Flow* f, bint client) noexcept:
+        return f.key.port_a if (f.a_is_client == client) else f.key.port_b
+
+    cdef void _emit_flow(self, int32_t i, int reason) noexcept:
+        cdef Flow* f = &self.ft.pool[i]
+        self.out.append((
+            EV_FLOW, f.last_ns, self._handle(i), reason, f.key.proto, f.key.family,
+            self._addr(f, True), self._port(f, True), self._addr(f, False), self._port(f, False),
+            f.first_ns, f.last_ns, f.pkts[0], f.bytes[0], f.pkts[1], f.bytes[1],
+            f.tcp_flags[0], f.tcp_flags[1], f.vlan_id, f.icmp_one_way,
+        ))
+
+    cdef void _end(self, int32_t i, int reason) noexcept:
+        self._emit_flow(i, reason)
+        self.counts[C_FLOWS_ENDED] += 1
+        ft_remove(&self.ft, i)
