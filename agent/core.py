@@ -85,8 +85,9 @@ class Pipeline:
         return records
 
     def _count(self, records: list[Record]) -> None:
+        counts = self.record_counts
         for record in records:
-            self.record_counts[record.type] += 1
+            counts[record["type"]] += 1
 
     def stats_record(
         self,
@@ -98,17 +99,18 @@ class Pipeline:
         """The sensor's counters now; `capture` and `shipping` come from the I/O edges."""
         engine = self.engine.counters()
         merged = {**engine, **self.stats}
-        return StatsRecord(
-            ts=self.engine.now_ns / 1e9,
-            packets=engine["packets"],
-            bytes=engine["bytes"],
-            kernel_drops=kernel_drops,
-            flows_active=engine["flows_active"],
-            records=dict(self.record_counts),
-            decode_errors={k[7:]: v for k, v in engine.items() if k.startswith("decode.")},
-            caps={name: merged.get(key, 0) for key, name in _CAP_COUNTERS.items()},
-            capture=dict(capture or {}),
-            fragments={k[5:]: v for k, v in engine.items() if k.startswith("frag.")},
-            dns={k[4:]: v for k, v in self.stats.items() if k.startswith("dns.")},
-            shipping=dict(shipping or {}),
-        )
+        return {
+            "type": "stats",
+            "ts": self.engine.now_ns / 1e9,
+            "packets": engine["packets"],
+            "bytes": engine["bytes"],
+            "kernel_drops": kernel_drops,
+            "flows_active": engine["flows_active"],
+            "records": dict(self.record_counts),
+            "decode_errors": {k[7:]: v for k, v in engine.items() if k.startswith("decode.")},
+            "caps": {name: merged.get(key, 0) for key, name in _CAP_COUNTERS.items()},
+            "capture": dict(capture or {}),
+            "fragments": {k[5:]: v for k, v in engine.items() if k.startswith("frag.")},
+            "dns": {k[4:]: v for k, v in self.stats.items() if k.startswith("dns.")},
+            "shipping": dict(shipping or {}),
+        }

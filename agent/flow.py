@@ -14,6 +14,17 @@ from agent.record import FlowRecord
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6", 132: "sctp"}
 _PORTED = frozenset((1, 6, 17, 58, 132))
 _TCP_FLAG_LETTERS = "FSRPAUEC"  # bit 0 (FIN) to bit 7 (CWR), RFC 9293 section 3.1
+_TCP_FLAGS_TEXT = tuple(
+    "".join(letter for i, letter in enumerate(_TCP_FLAG_LETTERS) if bits >> i & 1)
+    for bits in range(256)
+)
+_AF = {4: socket.AF_INET, 16: socket.AF_INET6}
+_ntop = socket.inet_ntop
+_sha1 = hashlib.sha1
+_b64 = base64.b64encode
+_pack_seed = struct.Struct("!H").pack
+_pack_ported = struct.Struct("!BBHH").pack
+_pack_portless = struct.Struct("!BB").pack
 
 
 def proto_name(proto: int) -> str:
@@ -21,11 +32,11 @@ def proto_name(proto: int) -> str:
 
 
 def addr_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return _ntop(_AF[len(raw)], raw)
 
 
 def tcp_flags_text(bits: int) -> str:
-    return "".join(letter for i, letter in enumerate(_TCP_FLAG_LETTERS) if bits >> i & 1)
+    return _TCP_FLAGS_TEXT[bits & 0xFF]
 
 
 def community_id(
@@ -45,10 +56,12 @@ def community_id(
     """
     if not one_way and (saddr, sport) > (daddr, dport):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
-    data = struct.pack("!H", seed) + saddr + daddr + struct.pack("!BB", proto, 0)
     if proto in _PORTED:
-        data += struct.pack("!HH", sport, dport)
-    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+        tail = _pack_ported(proto, 0, sport, dport)
+    else:
+        tail = _pack_portless(proto, 0)
+    digest = _sha1(_pack_seed(seed) + saddr + daddr + tail).digest()
+    return "1:" + _b64(digest).decode("ascii")
 
 
 def flow_record(event: tuple[Any, ...], name: tuple[str, str] | None = None) -> FlowRecord:
@@ -59,23 +72,24 @@ def flow_record(event: tuple[Any, ...], name: tuple[str, str] | None = None) -> 
         vlan, one_way,
     ) = event
     tcp = proto == 6
-    return FlowRecord(
-        ts=first_ns / 1e9,
-        src=addr_text(caddr),
-        sport=cport,
-        dst=addr_text(saddr),
-        dport=sport,
-        proto=proto_name(proto),
-        flow=community_id(proto, caddr, saddr, cport, sport, one_way=bool(one_way)),
-        ts_end=last_ns / 1e9,
-        pkts_up=pkts_up,
-        bytes_up=bytes_up,
-        pkts_down=pkts_down,
-        bytes_down=bytes_down,
-        end=END_NAMES[reason],
-        tcp_flags_up=tcp_flags_text(flags_up) if tcp else None,
-        tcp_flags_down=tcp_flags_text(flags_down) if tcp else None,
-        vlan=vlan or None,
-        name=name[0] if name else None,
-        name_source=name[1] if name else None,
-    )
+    return {
+        "type": "flow",
+        "ts": first_ns / 1e9,
+        "src": _ntop(_AF[len(caddr)], caddr),
+        "sport": cport,
+        "dst": _ntop(_AF[len(saddr)], saddr),
+        "dport": sport,
+        "proto": PROTO_NAMES.get(proto) or str(proto),
+        "flow": community_id(proto, caddr, saddr, cport, sport, one_way=bool(one_way)),
+        "ts_end": last_ns / 1e9,
+        "pkts_up": pkts_up,
+        "bytes_up": bytes_up,
+        "pkts_down": pkts_down,
+        "bytes_down": bytes_down,
+        "end": END_NAMES[reason],
+        "tcp_flags_up": _TCP_FLAGS_TEXT[flags_up] if tcp else None,
+        "tcp_flags_down": _TCP_FLAGS_TEXT[flags_down] if tcp else None,
+        "vlan": vlan or None,
+        "name": name[0] if name else None,
+        "name_source": name[1] if name else None,
+    }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import IO
+
+import orjson
 
 from agent.record import Record
 
@@ -14,18 +15,17 @@ class JsonLinesWriter:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file: IO[str] = (
-            sys.stdout if path == "-" else open(path, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
+        self._file: IO[bytes] = (
+            sys.stdout.buffer if path == "-" else open(path, "wb", buffering=1 << 20)  # noqa: SIM115
         )
-        self._encode = json.JSONEncoder(separators=(",", ":")).encode
 
     def write(self, records: list[Record]) -> None:
         if records:
-            encode = self._encode
-            self._file.write("".join(encode(r.as_dict()) + "\n" for r in records))
+            dumps = orjson.dumps
+            self._file.write(b"".join([dumps(r) + b"\n" for r in records]))
 
     def close(self) -> None:
-        if self._file is sys.stdout:
+        if self.path == "-":
             self._file.flush()
         else:
             self._file.close()
