@@ -53,7 +53,7 @@ class CaptureSource:
         self.walker = CaptureWalker()
         try:
             if path == "-":
-                raw: BinaryIO = io.BufferedReader(sys.stdin.buffer.raw, CHUNK_SIZE)  # type: ignore[attr-defined]
+                raw: BinaryIO = sys.stdin.buffer  # a BufferedReader: it can peek
                 self.size = 0
             else:
                 raw = open(path, "rb", buffering=CHUNK_SIZE)  # noqa: SIM115 - closed in close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -99,10 +100,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         progress.done()
         if writer is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 writer.close()
-            except BrokenPipeError:
-                pass
     elapsed = time.perf_counter() - started
     packets = pipeline.engine.counters()["packets"]
     for problem in ("truncated_record", "corrupt_header", "bad_block", "unknown_interface"):
@@ -135,9 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     replay = sub.add_parser("replay", help="read pcap/pcapng files and emit records")
-    replay.add_argument("files", nargs="+", metavar="FILE",
-                        help="pcap or pcapng, plain or gzip/xz/bzip2; - for stdin")
-    replay.add_argument("--events", metavar="PATH", help="write records as JSON Lines (- for stdout)")
+    replay.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="pcap or pcapng, plain or gzip/xz/bzip2; - for stdin",
+    )
+    replay.add_argument(
+        "--events", metavar="PATH", help="write records as JSON Lines (- for stdout)"
+    )
     replay.add_argument("--config", metavar="PATH", help="TOML config (see config/tapsense.toml)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary, no progress bar")
     replay.set_defaults(func=cmd_replay)

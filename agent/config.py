@@ -96,7 +96,7 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
             problems.append(f"{prefix}.{name}: expected {want.__name__}, got {value!r}")
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if lo is not None and value < lo or hi is not None and value > hi:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
             problems.append(f"{prefix}.{name}: {value!r} is outside [{lo}, {hi}]")
             continue
         choices = f.metadata.get("choices")
@@ -136,4 +136,3 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     return parse_config(text)
-

@@ -26,14 +26,36 @@ STATUS_TEXT = ("ok", "truncated", "unsupported", "malformed", "limit")
 
 # RFC 6895 section 2.3 (and RFC 6891 for values above 15)
 RCODE_NAMES = {
-    0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-    6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 11: "DSOTYPENI",
-    16: "BADVERS", 17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG",
-    22: "BADTRUNC", 23: "BADCOOKIE",
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+    6: "YXDOMAIN",
+    7: "YXRRSET",
+    8: "NXRRSET",
+    9: "NOTAUTH",
+    10: "NOTZONE",
+    11: "DSOTYPENI",
+    16: "BADVERS",
+    17: "BADKEY",
+    18: "BADTIME",
+    19: "BADMODE",
+    20: "BADNAME",
+    21: "BADALG",
+    22: "BADTRUNC",
+    23: "BADCOOKIE",
 }
 # Header flag bits (RFC 1035 section 4.1.1, RFC 4035 section 3.2 for AD and CD)
-FLAG_BITS = (("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("ad", 0x0020),
-             ("cd", 0x0010))
+FLAG_BITS = (
+    ("aa", 0x0400),
+    ("tc", 0x0200),
+    ("rd", 0x0100),
+    ("ra", 0x0080),
+    ("ad", 0x0020),
+    ("cd", 0x0010),
+)
 PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
 TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
 
@@ -78,20 +100,37 @@ class DnsTracker:
 
     def on_payload(self, event: tuple[Any, ...]) -> list[DnsRecord]:
         """Takes an EV_PAYLOAD output of a DNS flow; returns the records it completes."""
-        (_k, ts_ns, handle, dirn, _why, proto, _fam, caddr, cport, saddr, sport,
-         seq, tcp_flags, payload, wire_len) = event
+        (
+            _k,
+            ts_ns,
+            handle,
+            dirn,
+            _why,
+            proto,
+            _fam,
+            caddr,
+            cport,
+            saddr,
+            sport,
+            seq,
+            tcp_flags,
+            payload,
+            wire_len,
+        ) = event
         sender, sender_port, receiver, receiver_port = (
             (caddr, cport, saddr, sport) if dirn == 0 else (saddr, sport, caddr, cport)
         )
         if proto == 17:
             if wire_len > len(payload):
                 self.stats["dns.snaplen_cut"] += 1
-            return self._message(payload, ts_ns, sender, sender_port, receiver, receiver_port,
-                                 "udp", proto)
+            return self._message(
+                payload, ts_ns, sender, sender_port, receiver, receiver_port, "udp", proto
+            )
         records: list[DnsRecord] = []
         for message in self._tcp_messages(handle, dirn, seq, tcp_flags, payload):
-            records += self._message(message, ts_ns, sender, sender_port, receiver,
-                                     receiver_port, "tcp", proto)
+            records += self._message(
+                message, ts_ns, sender, sender_port, receiver, receiver_port, "tcp", proto
+            )
         return records
 
     def on_flow_end(self, handle: int) -> None:
@@ -119,8 +158,9 @@ class DnsTracker:
             self.on_flow_end(handle)
         return records
 
-    def _tcp_messages(self, handle: int, dirn: int, seq: int, tcp_flags: int,
-                      payload: bytes) -> list[bytes]:
+    def _tcp_messages(
+        self, handle: int, dirn: int, seq: int, tcp_flags: int, payload: bytes
+    ) -> list[bytes]:
         framer = self._tcp.get((handle, dirn))
         if framer is None:
             if len(self._tcp) >= self.max_tcp_streams:
@@ -142,9 +182,17 @@ class DnsTracker:
             del buf[: 2 + length]
         return messages
 
-    def _message(self, data: bytes, ts_ns: int, sender: bytes, sender_port: int,
-                 receiver: bytes, receiver_port: int, transport: str,
-                 proto: int) -> list[DnsRecord]:
+    def _message(
+        self,
+        data: bytes,
+        ts_ns: int,
+        sender: bytes,
+        sender_port: int,
+        receiver: bytes,
+        receiver_port: int,
+        transport: str,
+        proto: int,
+    ) -> list[DnsRecord]:
         status, message = parse_dns(data)
         if message is None:
             self.stats[f"dns.not_dns.{STATUS_TEXT[status]}"] += 1
@@ -154,14 +202,23 @@ class DnsTracker:
             self.stats[f"dns.malformed.{message[6]}"] += 1
         is_response = bool(message[1] & 0x8000)
         if is_response:
-            side = _Message(ts_ns, receiver, receiver_port, sender, sender_port, transport,
-                            proto, message)
+            side = _Message(
+                ts_ns, receiver, receiver_port, sender, sender_port, transport, proto, message
+            )
         else:
-            side = _Message(ts_ns, sender, sender_port, receiver, receiver_port, transport,
-                            proto, message)
+            side = _Message(
+                ts_ns, sender, sender_port, receiver, receiver_port, transport, proto, message
+            )
         question = message[3][0][:2] if message[3] else None
-        key = (side.querier, side.qport, side.responder, side.rport, transport, message[0],
-               question)
+        key = (
+            side.querier,
+            side.qport,
+            side.responder,
+            side.rport,
+            transport,
+            message[0],
+            question,
+        )
         if not is_response:
             records = []
             earlier = self._pending.pop(key, None)
@@ -216,8 +273,9 @@ class DnsTracker:
             "dst": addr_text(first.responder),
             "dport": first.rport,
             "proto": first.transport,
-            "flow": community_id(first.proto, first.querier, first.responder, first.qport,
-                                 first.rport),
+            "flow": community_id(
+                first.proto, first.querier, first.responder, first.qport, first.rport
+            ),
             "transport": first.transport,
             "protocol": PORT_PROTOCOL.get(server_port, "dns"),
             "status": status,

@@ -56,10 +56,7 @@ def community_id(
     """
     if not one_way and (saddr, sport) > (daddr, dport):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
-    if proto in _PORTED:
-        tail = _pack_ported(proto, 0, sport, dport)
-    else:
-        tail = _pack_portless(proto, 0)
+    tail = _pack_ported(proto, 0, sport, dport) if proto in _PORTED else _pack_portless(proto, 0)
     digest = _sha1(_pack_seed(seed) + saddr + daddr + tail).digest()
     return "1:" + _b64(digest).decode("ascii")
 
@@ -67,9 +64,26 @@ def community_id(
 def flow_record(event: tuple[Any, ...], name: tuple[str, str] | None = None) -> FlowRecord:
     """Builds the record of an EV_FLOW output of the engine."""
     (
-        _kind, _end_ns, _handle, reason, proto, _family, caddr, cport, saddr, sport,
-        first_ns, last_ns, pkts_up, bytes_up, pkts_down, bytes_down, flags_up, flags_down,
-        vlan, one_way,
+        _kind,
+        _end_ns,
+        _handle,
+        reason,
+        proto,
+        _family,
+        caddr,
+        cport,
+        saddr,
+        sport,
+        first_ns,
+        last_ns,
+        pkts_up,
+        bytes_up,
+        pkts_down,
+        bytes_down,
+        flags_up,
+        flags_down,
+        vlan,
+        one_way,
     ) = event
     tcp = proto == 6
     return {

@@ -20,7 +20,14 @@ def seq_delta(a: int, b: int) -> int:
 
 
 class TcpStream:
-    __slots__ = ("_pending", "_pending_bytes", "dropped_bytes", "max_pending", "next_seq", "started")
+    __slots__ = (
+        "_pending",
+        "_pending_bytes",
+        "dropped_bytes",
+        "max_pending",
+        "next_seq",
+        "started",
+    )
 
     def __init__(self, max_pending: int = 65536) -> None:
         self.max_pending = max_pending

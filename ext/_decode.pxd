@@ -341,7 +341,8 @@ cdef inline int do_gre(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexce
     return ethertype_next(proto, pk, nx)
 
 
-cdef inline int do_erspan(const uint8_t** p, size_t* n, Packet* pk, bint type3, int* nx) noexcept nogil:
+cdef inline int do_erspan(const uint8_t** p, size_t* n, Packet* pk, bint type3,
+                          int* nx) noexcept nogil:
     cdef size_t hdr
     cdef uint16_t w
     cdef int ft
@@ -479,33 +480,33 @@ cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
     return OK
 
 
+cdef inline int icmp_peer(uint8_t proto, uint8_t itype) noexcept nogil:
+    """The request/reply counterpart of an ICMP type, or -1 (Community ID v1 pairs)."""
+    cdef const uint8_t* pairs
+    cdef int n, i
+    # (request, reply) pairs: ICMPv4 echo, timestamp, information, router, mask;
+    # ICMPv6 echo, router, neighbor, multicast listener, node information, home agent
+    cdef uint8_t v4[10]
+    cdef uint8_t v6[12]
+    v4[:] = [8, 0, 13, 14, 15, 16, 10, 9, 17, 18]
+    v6[:] = [128, 129, 133, 134, 135, 136, 130, 131, 139, 140, 144, 145]
+    if proto == IPPROTO_ICMP:
+        pairs = v4
+        n = 10
+    else:
+        pairs = v6
+        n = 12
+    for i in range(0, n, 2):
+        if itype == pairs[i]:
+            return pairs[i + 1]
+        if itype == pairs[i + 1]:
+            return pairs[i]
+    return -1
+
+
 cdef inline void icmp_ports(Packet* pk, uint8_t itype, uint8_t code) noexcept nogil:
     """Type/code as ports, request/reply pairs mapped as Community ID v1 does."""
-    cdef int peer = -1
-    if pk.proto == IPPROTO_ICMP:
-        if itype == 8: peer = 0
-        elif itype == 0: peer = 8
-        elif itype == 13: peer = 14
-        elif itype == 14: peer = 13
-        elif itype == 15: peer = 16
-        elif itype == 16: peer = 15
-        elif itype == 10: peer = 9
-        elif itype == 9: peer = 10
-        elif itype == 17: peer = 18
-        elif itype == 18: peer = 17
-    else:
-        if itype == 128: peer = 129
-        elif itype == 129: peer = 128
-        elif itype == 133: peer = 134
-        elif itype == 134: peer = 133
-        elif itype == 135: peer = 136
-        elif itype == 136: peer = 135
-        elif itype == 130: peer = 131
-        elif itype == 131: peer = 130
-        elif itype == 139: peer = 140
-        elif itype == 140: peer = 139
-        elif itype == 144: peer = 145
-        elif itype == 145: peer = 144
+    cdef int peer = icmp_peer(pk.proto, itype)
     pk.sport = itype
     if peer >= 0:
         pk.dport = <uint16_t>peer

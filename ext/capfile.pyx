@@ -79,7 +79,7 @@ cdef inline uint64_t scale_ts(uint64_t ts, Interface* itf) noexcept nogil:
     """Turns a pcapng timestamp in interface units into nanoseconds."""
     cdef uint64_t mul = 1
     cdef uint64_t div = 1
-    cdef int i
+    cdef int _
     cdef uint64_t sec
     if itf.resol_pow2:
         if itf.resol_exp >= 64:
@@ -88,10 +88,10 @@ cdef inline uint64_t scale_ts(uint64_t ts, Interface* itf) noexcept nogil:
         return ((sec + itf.offset_s) * 1000000000
                 + (((ts - (sec << itf.resol_exp)) * 1000000000) >> itf.resol_exp))
     if itf.resol_exp <= 9:
-        for i in range(9 - itf.resol_exp):
+        for _ in range(9 - itf.resol_exp):
             mul *= 10
         return ts * mul + itf.offset_s * 1000000000
-    for i in range(min(itf.resol_exp, 19) - 9):
+    for _ in range(min(itf.resol_exp, 19) - 9):
         div *= 10
     return ts // div + itf.offset_s * 1000000000
 
@@ -341,7 +341,8 @@ cdef class CaptureWalker:
                 self._counts[C_BAD_BLOCK] += 1
                 return
             iface = load_u32_order(p + 8, self.big)
-            ts = (<uint64_t>load_u32_order(p + 12, self.big) << 32) | load_u32_order(p + 16, self.big)
+            ts = ((<uint64_t>load_u32_order(p + 12, self.big) << 32)
+                  | load_u32_order(p + 16, self.big))
             caplen = load_u32_order(p + 20, self.big)
             wirelen = load_u32_order(p + 24, self.big)
             data_off = 28
@@ -350,7 +351,8 @@ cdef class CaptureWalker:
                 self._counts[C_BAD_BLOCK] += 1
                 return
             iface = load_u16_order(p + 8, self.big)
-            ts = (<uint64_t>load_u32_order(p + 12, self.big) << 32) | load_u32_order(p + 16, self.big)
+            ts = ((<uint64_t>load_u32_order(p + 12, self.big) << 32)
+                  | load_u32_order(p + 16, self.big))
             caplen = load_u32_order(p + 20, self.big)
             wirelen = load_u32_order(p + 24, self.big)
             data_off = 28

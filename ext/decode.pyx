@@ -7,7 +7,6 @@ its fields as a dict.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t
 
 from _decode cimport (FRAGMENT, OPT_KEY_TUNNEL, OPT_KEY_VLAN, Packet, decode_frame)
 from _wire cimport OK, TRUNCATED

@@ -14,7 +14,6 @@ inside a label escaped with a backslash so the rendering stays lossless.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.string cimport memcpy
 
 from _wire cimport LIMIT, MALFORMED, OK, TRUNCATED, UNSUPPORTED, load_u16, load_u32
 
@@ -24,7 +23,7 @@ import socket
 cdef enum:
     MAX_NAME_WIRE = 255         # RFC 1035 section 3.1
     MAX_POINTER_HOPS = 128
-    MAX_NAME_TEXT = 255 * 4 + 8 # every byte escaped to at most 4 characters
+    MAX_NAME_TEXT = 255 * 4 + 8  # every byte escaped to at most 4 characters
     MAX_RRS = 512               # per section; more is counted as LIMIT
     HEADER_LEN = 12
 
@@ -297,7 +296,8 @@ cdef object rdata_text(const uint8_t* msg, size_t msglen, uint16_t rtype, size_t
         a = within(name_at(msg, msglen, &pos, status), pos, end, status)
         if a is None:
             return None
-        return f"{load_u16(msg + start)} {load_u16(msg + start + 2)} {load_u16(msg + start + 4)} {a}"
+        return (f"{load_u16(msg + start)} {load_u16(msg + start + 2)} "
+                f"{load_u16(msg + start + 4)} {a}")
     if rtype == T_SOA:
         a = within(name_at(msg, msglen, &pos, status), pos, end, status)
         if a is None:
@@ -326,8 +326,9 @@ cdef object rdata_text(const uint8_t* msg, size_t msglen, uint16_t rtype, size_t
         if rdlen < 2 or 2 + msg[start + 1] > rdlen:
             status[0] = MALFORMED
             return None
+        q = 2 + msg[start + 1]     # CAA: flags, tag length, tag, value (RFC 8659)
         return (f"{msg[start]} {char_string_text(msg + start + 2, msg[start + 1])} "
-                f"\"{char_string_text(msg + start + 2 + msg[start + 1], rdlen - 2 - msg[start + 1])}\"")
+                f"\"{char_string_text(msg + start + q, rdlen - q)}\"")
     return f"\\# {rdlen}"
 
 

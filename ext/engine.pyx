@@ -214,15 +214,15 @@ cdef class Engine:
 
     def counters(self):
         """All counters as a flat dict: engine, decode failures by layer.status, fragments."""
-        cdef int l, s
+        cdef int layer, s
         result = {name: self.counts[i] for i, name in enumerate(COUNTER_NAMES)}
         result["flows_active"] = self.ft.count
-        for l in range(N_LAYERS):
+        for layer in range(N_LAYERS):
             for s in range(1, N_STATUS):
-                if self.errors[l][s]:
-                    result[f"decode.{LAYER_NAMES[l]}.{STATUS_NAMES[s]}"] = self.errors[l][s]
-        for l in range(N_FR):
-            result[f"frag.{FRAG_COUNTER_NAMES[l]}"] = self.rs.counts[l]
+                if self.errors[layer][s]:
+                    result[f"decode.{LAYER_NAMES[layer]}.{STATUS_NAMES[s]}"] = self.errors[layer][s]
+        for s in range(N_FR):
+            result[f"frag.{FRAG_COUNTER_NAMES[s]}"] = self.rs.counts[s]
         return result
 
     cdef list _take(self):

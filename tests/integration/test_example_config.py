@@ -1,0 +1,21 @@
+"""config/tapsense.toml is valid and names every option with its default value."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from agent.config import Config, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "tapsense.toml"
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    assert load_config(EXAMPLE) == Config()
+    raw = tomllib.loads(EXAMPLE.read_text())
+    for section in fields(Config):
+        defaults = getattr(Config(), section.name)
+        for option in fields(defaults):
+            assert option.name in raw[section.name], f"{section.name}.{option.name} missing"
+            assert raw[section.name][option.name] == getattr(defaults, option.name)
