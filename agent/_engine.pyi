@@ -4,6 +4,13 @@ EV_TICK: int
 EV_PAYLOAD: int
 EV_FLOW: int
 INT_DNS: int
+INT_TLS_PROBE: int
+INT_FOLLOW_UP: int
+INT_FOLLOW_DOWN: int
+INT_QUIC: int
+WHY_DNS: int
+WHY_TLS: int
+WHY_QUIC: int
 DESC_SIZE: int
 END_NAMES: tuple[str, ...]
 LAYER_NAMES: tuple[str, ...]
@@ -26,6 +33,11 @@ class Engine:
         key_vlan: bool = ...,
         key_tunnel: bool = ...,
         tcp_payload_cap: int = ...,
+        tls: bool = ...,
+        tls_probe_segments: int = ...,
+        tls_payload_cap: int = ...,
+        quic: bool = ...,
+        quic_max_initials: int = ...,
         seed: int = ...,
     ) -> None: ...
     @property
@@ -36,4 +48,5 @@ class Engine:
     def tick(self, now_ns: int) -> list[tuple[Any, ...]]: ...
     def flush(self) -> list[tuple[Any, ...]]: ...
     def set_interest(self, handle: int, bits: int) -> None: ...
+    def clear_interest(self, handle: int, bits: int) -> None: ...
     def counters(self) -> dict[str, int]: ...

@@ -17,9 +17,19 @@ from typing import Any
 
 from agent.config import Config
 from agent.dns import DnsTracker
-from agent.engine import END_NAMES, EV_FLOW, EV_PAYLOAD, Engine, FrameBatch
+from agent.engine import (
+    END_NAMES,
+    EV_FLOW,
+    EV_PAYLOAD,
+    INT_FOLLOW_UP,
+    WHY_DNS,
+    WHY_TLS,
+    Engine,
+    FrameBatch,
+)
 from agent.flow import flow_record
 from agent.record import Record, StatsRecord
+from agent.tls import TlsTracker
 
 _END_INTERIM = END_NAMES.index("interim")
 _CAP_COUNTERS = {
@@ -57,6 +67,11 @@ class Pipeline:
             max_pending=dns.max_pending,
             max_tcp_streams=dns.max_tcp_streams,
         )
+        engine = self.engine
+        self.tls = TlsTracker(
+            self.stats,
+            lambda handle, dirn: engine.clear_interest(handle, INT_FOLLOW_UP << dirn),
+        )
 
     def feed(self, batch: FrameBatch) -> list[Record]:
         return self._handle(self.engine.feed(batch.data, batch.descs, batch.count))
@@ -65,22 +80,34 @@ class Pipeline:
         return self._handle(self.engine.tick(now_ns))
 
     def drain(self) -> list[Record]:
-        records: list[Record] = list(self.dns.drain())
+        records: list[Record] = [*self.dns.drain(), *self.tls.drain()]
         self._count(records)
         return records + self._handle(self.engine.flush())
 
     def _handle(self, outputs: list[tuple[Any, ...]]) -> list[Record]:
         records: list[Record] = []
+        names = self.tls.names
         for event in outputs:
             kind = event[0]
             if kind == EV_FLOW:
-                records.append(flow_record(event))
-                if event[3] != _END_INTERIM:
-                    self.dns.on_flow_end(event[2])
+                handle = event[2]
+                if event[3] == _END_INTERIM:
+                    sni = names.get(handle)
+                    records.append(flow_record(event, (sni, "tls") if sni else None))
+                    continue
+                records.extend(self.tls.on_flow_end(handle))
+                sni = names.pop(handle, None)
+                records.append(flow_record(event, (sni, "tls") if sni else None))
+                self.dns.on_flow_end(handle)
             elif kind == EV_PAYLOAD:
-                records.extend(self.dns.on_payload(event))
+                why = event[4]
+                if why & WHY_DNS:
+                    records.extend(self.dns.on_payload(event))
+                if why & WHY_TLS:
+                    records.extend(self.tls.on_payload(event))
             else:
                 records.extend(self.dns.on_tick(event[1]))
+                records.extend(self.tls.on_tick(event[1]))
         self._count(records)
         return records
 

@@ -62,6 +62,44 @@ class FlowRecord(FlowEndpoints):
     name_source: str | None
 
 
+class _HelloFields(TypedDict):
+    """What a ClientHello tells, over TCP or inside QUIC (see agent/tls.py hello_fields)."""
+
+    sni: str | None
+    alpn: list[str]
+    supported_versions: list[str]
+    ciphers: list[int]
+    extensions: list[int]  # types in wire order, GREASE included
+    groups: list[int]
+    key_share_groups: list[int]
+    signature_algorithms: list[int]
+    pq: bool  # a key share uses a post-quantum hybrid group (e.g. X25519MLKEM768)
+    ech: bool  # encrypted_client_hello offered: sni is then the outer (public) name
+    ja4: str
+
+
+class TlsRecord(FlowEndpoints, _HelloFields):
+    """A TLS ClientHello over TCP, with the ServerHello's answer when it was seen."""
+
+    version: str  # the ClientHello's legacy_version, "0x0303"
+    ja3: str | None
+    ja3_full: str | None
+    server_version: str | None  # from supported_versions when present
+    cipher: str | None
+    ja3s: str | None
+    ja3s_full: str | None
+    server_alpn: str | None
+    problem: str | None  # the ClientHello broke off: "malformed", "truncated", ...
+
+
+class QuicRecord(FlowEndpoints, _HelloFields):
+    """A QUIC connection attempt: the ClientHello decrypted from the client's Initial packets."""
+
+    version: str  # the QUIC version, "0x00000001"
+    tls_version: str  # the ClientHello's legacy_version
+    dcid: str  # the client's original Destination Connection ID, hex
+
+
 class StatsRecord(TypedDict):
     """The sensor's counters: what it saw, what it emitted, what its caps dropped."""
 
@@ -80,4 +118,4 @@ class StatsRecord(TypedDict):
     shipping: dict[str, int]
 
 
-Record = DnsRecord | FlowRecord | StatsRecord
+Record = DnsRecord | FlowRecord | TlsRecord | QuicRecord | StatsRecord

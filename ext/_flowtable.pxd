@@ -49,6 +49,7 @@ ctypedef struct Flow:
     uint64_t pkts[2]            # [0] client to server (up), [1] server to client (down)
     uint64_t bytes[2]
     uint32_t fwd_bytes[2]       # payload bytes forwarded to Python per direction
+    uint32_t next_seq[2]        # TCP: the sequence number expected next per direction
     uint32_t gen
     int32_t prev
     int32_t next
@@ -59,8 +60,9 @@ ctypedef struct Flow:
     uint8_t state
     uint8_t interest            # what the engine forwards to Python (engine.pyx INT_*)
     uint8_t icmp_one_way
-    uint8_t probes_left         # client payload segments still to inspect
-    uint8_t interim             # an interim record was already emitted
+    uint8_t probes_left         # TCP: data segments still inspected for a TLS hello;
+                                # UDP: QUIC Initials still forwarded
+    uint8_t seq_known           # bit per direction: next_seq is valid
 
 ctypedef struct FlowTable:
     Flow* pool

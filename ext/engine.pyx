@@ -8,8 +8,11 @@ Python objects, appended to the output list in packet order:
 - (EV_TICK, now_ns) when the packet clock enters a new second; flow expiry
   runs right after, so Python timers that run on ticks see the same order of
   events whatever the batch size.
-- (EV_PAYLOAD, ...) for a packet whose flow has an interest set (a DNS port
-  today); Python clears the interest when it has what it needs.
+- (EV_PAYLOAD, ...) for a packet Python must see: DNS on a DNS port; for TCP,
+  a data segment that starts like a TLS ClientHello (or arrives out of order)
+  among the first segments of a flow, then both directions of a flow whose
+  hello started; for UDP, a QUIC long-header Initial. Python clears an
+  interest when it has what it needs; every forwarding is capped per flow.
 - (EV_FLOW, ...) when a flow ends: idle, FIN, RST, evicted, interim, shutdown.
 """
 
@@ -26,7 +29,7 @@ from _flowtable cimport (CLASS_OTHER, CLASS_TCP, CLASS_TCP_CLOSED, CLASS_UDP, N_
 from _frame cimport FRAME_VLAN_STRIPPED, FrameDesc
 from _reasm cimport (N_FR, Datagram, FragKey, Reasm, rs_add, rs_drop_all, rs_expire, rs_free,
                      rs_init, rs_release)
-from _wire cimport LIMIT, N_STATUS, OK
+from _wire cimport LIMIT, N_STATUS, OK, load_u32
 
 # Output kinds
 EV_TICK = 0
@@ -45,8 +48,28 @@ cdef enum:
 
 # What the engine forwards to Python for a flow (Flow.interest bits)
 INT_DNS = 1
+INT_TLS_PROBE = 2
+INT_FOLLOW_UP = 4           # TLS: forward the client-to-server direction
+INT_FOLLOW_DOWN = 8         # TLS: forward the server-to-client direction
+INT_QUIC = 16
 cdef enum:
     I_DNS = 1
+    I_TLS_PROBE = 2
+    I_FOLLOW_UP = 4
+    I_FOLLOW_DOWN = 8
+    I_QUIC = 16
+
+# Why a payload was forwarded (a bit set in EV_PAYLOAD's `why`)
+WHY_DNS = 1
+WHY_TLS = 2
+WHY_QUIC = 4
+cdef enum:
+    W_DNS = 1
+    W_TLS = 2
+    W_QUIC = 4
+
+cdef enum:
+    QUIC_V2 = 0x6B3343CF
 
 # Ports whose payload is DNS: DNS (RFC 1035), mDNS (RFC 6762), LLMNR (RFC 4795)
 cdef enum:
@@ -71,7 +94,7 @@ FRAG_COUNTER_NAMES = ("fragments", "reassembled", "timeout", "evicted", "overlap
                       "too_big", "truncated", "no_memory")
 COUNTER_NAMES = ("packets", "bytes", "flows_created", "flows_ended", "flows_evicted",
                  "interim_records", "payload_events", "payload_cap_hits", "time_backwards",
-                 "bad_descriptor")
+                 "bad_descriptor", "tls_events", "quic_events", "quic_cap_hits")
 cdef enum:
     C_PACKETS = 0
     C_BYTES = 1
@@ -83,7 +106,10 @@ cdef enum:
     C_PAYLOAD_CAP = 7
     C_TIME_BACKWARDS = 8
     C_BAD_DESC = 9
-    N_COUNTERS = 10
+    C_TLS_EVENTS = 10
+    C_QUIC_EVENTS = 11
+    C_QUIC_CAP = 12
+    N_COUNTERS = 13
 
 DESC_SIZE = sizeof(FrameDesc)
 
@@ -99,6 +125,32 @@ cdef inline bint is_dns_port(uint16_t port) noexcept nogil:
     return port == PORT_DNS or port == PORT_MDNS or port == PORT_LLMNR
 
 
+cdef inline bint tls_hello_start(const uint8_t* p, uint32_t n) noexcept nogil:
+    """A TLS handshake record holding a ClientHello (RFC 8446 section 5.1), or an
+    SSL 2.0 CLIENT-HELLO (two-byte header with the high bit set)."""
+    if n >= 6 and p[0] == 0x16 and p[1] == 0x03 and p[2] <= 0x04:
+        return p[5] == 0x01
+    return n >= 5 and (p[0] & 0x80) != 0 and p[2] == 0x01 and (p[3] == 0x00 or p[3] == 0x03)
+
+
+cdef inline bint quic_initial(const uint8_t* p, uint32_t n) noexcept nogil:
+    """A QUIC long-header Initial packet (RFC 9000 section 17.2.2; RFC 9369 for v2)."""
+    cdef uint32_t version
+    if n < 7 or (p[0] & 0xC0) != 0xC0 or p[5] > 20:
+        return False
+    version = load_u32(p + 1)
+    if version == 0:                # version negotiation
+        return False
+    if version == QUIC_V2:
+        return (p[0] & 0x30) == 0x10
+    return (p[0] & 0x30) == 0x00
+
+
+cdef inline bint seq_after(uint32_t a, uint32_t b) noexcept nogil:
+    """a is later than b in TCP sequence space (RFC 9293 section 3.4)."""
+    return <int32_t>(a - b) > 0
+
+
 cdef class Engine:
     cdef FlowTable ft
     cdef Reasm rs
@@ -109,6 +161,9 @@ cdef class Engine:
     cdef uint64_t timeout_ns[N_CLASSES]
     cdef uint64_t active_ns
     cdef uint32_t tcp_payload_cap
+    cdef uint32_t tls_payload_cap
+    cdef uint8_t tls_probe_segments
+    cdef uint8_t quic_max_initials
     cdef uint64_t counts[N_COUNTERS]
     cdef uint64_t errors[N_LAYERS][N_STATUS]
     cdef list out
@@ -121,6 +176,8 @@ cdef class Engine:
                  double other_timeout_s=60.0, double active_timeout_s=120.0,
                  double frag_timeout_s=30.0, int frag_max_datagrams=256,
                  bint key_vlan=True, bint key_tunnel=True, int tcp_payload_cap=262144,
+                 bint tls=True, int tls_probe_segments=16, int tls_payload_cap=65536,
+                 bint quic=True, int quic_max_initials=64,
                  unsigned long long seed=0x5EED5EED5EED5EED):
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
@@ -139,6 +196,9 @@ cdef class Engine:
         self.timeout_ns[CLASS_OTHER] = <uint64_t>(other_timeout_s * NS)
         self.active_ns = <uint64_t>(active_timeout_s * NS)
         self.tcp_payload_cap = tcp_payload_cap
+        self.tls_probe_segments = min(max(tls_probe_segments, 0), 255) if tls else 0
+        self.tls_payload_cap = tls_payload_cap
+        self.quic_max_initials = min(max(quic_max_initials, 0), 255) if quic else 0
         self.now = 0
         self.tick_sec = 0
         memset(self.counts, 0, sizeof(self.counts))
@@ -211,6 +271,12 @@ cdef class Engine:
         cdef uint32_t i = handle & 0xFFFFFFFF
         if i < <uint32_t>self.ft.capacity and self.ft.pool[i].gen == (handle >> 32):
             self.ft.pool[i].interest = <uint8_t>bits
+
+    def clear_interest(self, unsigned long long handle, int bits):
+        """Stops forwarding what `bits` names for a flow; a stale handle is ignored."""
+        cdef uint32_t i = handle & 0xFFFFFFFF
+        if i < <uint32_t>self.ft.capacity and self.ft.pool[i].gen == (handle >> 32):
+            self.ft.pool[i].interest &= <uint8_t>~bits
 
     def counters(self):
         """All counters as a flat dict: engine, decode failures by layer.status, fragments."""
@@ -368,6 +434,12 @@ cdef class Engine:
             if ((pk.proto == IPPROTO_UDP or pk.proto == IPPROTO_TCP)
                     and (is_dns_port(pk.sport) or is_dns_port(pk.dport))):
                 f.interest = I_DNS
+            if pk.proto == IPPROTO_TCP and self.tls_probe_segments:
+                f.interest |= I_TLS_PROBE
+                f.probes_left = self.tls_probe_segments
+            elif pk.proto == IPPROTO_UDP and not f.interest and self.quic_max_initials:
+                f.interest = I_QUIC
+                f.probes_left = self.quic_max_initials
             self.counts[C_FLOWS_CREATED] += 1
         f = &self.ft.pool[i]
         dirn = 0 if a_is_src == f.a_is_client else 1
@@ -397,29 +469,85 @@ cdef class Engine:
             f.first_ns = f.last_ns
 
     cdef void _forward(self, Flow* f, int32_t i, Packet* pk, int dirn, uint64_t ts) noexcept:
-        if not (f.interest & I_DNS):
-            return
+        cdef int why = 0
         if pk.proto == IPPROTO_UDP:
             if pk.payload_len == 0:
                 return
+            if f.interest & I_DNS:
+                why = W_DNS
+            elif f.interest & I_QUIC and quic_initial(pk.payload, pk.payload_len):
+                why = W_QUIC
+                self.counts[C_QUIC_EVENTS] += 1
+                f.probes_left -= 1
+                if f.probes_left == 0:
+                    f.interest &= ~I_QUIC
+                    self.counts[C_QUIC_CAP] += 1
         elif pk.proto == IPPROTO_TCP:
-            if pk.payload_len == 0 and not (pk.tcp_flags & TCP_SYN):
-                return
-            if f.fwd_bytes[dirn] + pk.payload_len > self.tcp_payload_cap:
-                self.counts[C_PAYLOAD_CAP] += 1
-                f.interest &= ~I_DNS
-                return
-            f.fwd_bytes[dirn] += pk.payload_len
-        else:
+            why = self._tcp_why(f, pk, dirn)
+            if why and pk.payload_len:
+                if f.fwd_bytes[dirn] + pk.payload_len > self._cap_of(f):
+                    self.counts[C_PAYLOAD_CAP] += 1
+                    f.interest &= ~(I_DNS | I_TLS_PROBE | (I_FOLLOW_UP << dirn))
+                    return
+                f.fwd_bytes[dirn] += pk.payload_len
+        if not why:
             return
         self.counts[C_PAYLOAD_EVENTS] += 1
         self.out.append((
-            EV_PAYLOAD, ts, self._handle(i), dirn, INT_DNS, pk.proto, f.key.family,
+            EV_PAYLOAD, ts, self._handle(i), dirn, why, pk.proto, f.key.family,
             self._addr(f, True), self._port(f, True), self._addr(f, False), self._port(f, False),
             pk.seq, pk.tcp_flags,
             PyBytes_FromStringAndSize(<const char*>pk.payload, pk.payload_len),
             pk.payload_wire,
         ))
+
+    cdef inline uint32_t _cap_of(self, Flow* f) noexcept:
+        return self.tcp_payload_cap if f.interest & I_DNS else self.tls_payload_cap
+
+    cdef int _tcp_why(self, Flow* f, Packet* pk, int dirn) noexcept:
+        """Which analysers want this TCP segment; tracks the next sequence number."""
+        cdef int why = 0
+        cdef bint gap = False
+        cdef uint8_t bit = 1 << dirn
+        cdef uint32_t end
+        if f.interest & I_DNS and (pk.payload_len or pk.tcp_flags & TCP_SYN):
+            why = W_DNS
+        if pk.tcp_flags & TCP_SYN:
+            # The SYN takes one sequence number; data on it (TCP Fast Open) follows.
+            f.next_seq[dirn] = pk.seq + 1 + pk.payload_len
+            f.seq_known |= bit
+            if pk.payload_len == 0:
+                return why
+        if pk.payload_len == 0 or not (f.interest & (I_TLS_PROBE | I_FOLLOW_UP | I_FOLLOW_DOWN)):
+            return why
+        end = pk.seq + pk.payload_len
+        if pk.tcp_flags & TCP_SYN:
+            pass
+        elif f.seq_known & bit:
+            gap = seq_after(pk.seq, f.next_seq[dirn])
+            if seq_after(end, f.next_seq[dirn]):
+                f.next_seq[dirn] = end
+        else:
+            f.next_seq[dirn] = end
+            f.seq_known |= bit
+        if f.interest & (I_FOLLOW_UP << dirn):
+            self.counts[C_TLS_EVENTS] += 1
+            return why | W_TLS
+        if not (f.interest & I_TLS_PROBE):
+            return why
+        f.probes_left -= 1
+        if f.probes_left == 0:
+            f.interest &= ~I_TLS_PROBE
+        if tls_hello_start(pk.payload, pk.payload_len):
+            # Follow both ways from here: the rest of the hello, then the ServerHello.
+            f.interest |= I_FOLLOW_UP | I_FOLLOW_DOWN
+            self.counts[C_TLS_EVENTS] += 1
+            return why | W_TLS
+        if gap:
+            # Out of order: it may be the tail of a hello whose head comes later.
+            self.counts[C_TLS_EVENTS] += 1
+            return why | W_TLS
+        return why
 
     cdef inline uint64_t _handle(self, int32_t i) noexcept:
         return (<uint64_t>self.ft.pool[i].gen << 32) | <uint32_t>i

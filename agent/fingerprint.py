@@ -1,0 +1,87 @@
+"""TLS client and server fingerprints: JA3, JA3S and JA4 (the BSD-licensed JA4 only).
+
+JA3/JA3S: github.com/salesforce/ja3 (decimal values, GREASE dropped, md5).
+JA4: github.com/FoxIO-LLC/ja4, technical_details/JA4.md.
+Inputs are the dicts of agent._tls.parse_client_hello / parse_server_hello.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from agent._tls import grease
+
+JA4_VERSIONS = {
+    0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2",
+    0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3",
+}
+EMPTY_HASH = "000000000000"
+_EXT_SNI = 0x0000
+_EXT_ALPN = 0x0010
+_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _dash(values: list[int]) -> str:
+    return "-".join(str(v) for v in values if not grease(v))
+
+
+def ja3(hello: dict[str, Any]) -> tuple[str, str]:
+    """(md5 hex, full string) of a ClientHello: version,ciphers,extensions,groups,formats."""
+    full = ",".join((
+        str(hello["version"]),
+        _dash(hello["ciphers"]),
+        _dash(hello["extensions"]),
+        _dash(hello["groups"]),
+        "-".join(str(v) for v in hello["point_formats"]),
+    ))
+    return hashlib.md5(full.encode(), usedforsecurity=False).hexdigest(), full
+
+
+def ja3s(server: dict[str, Any]) -> tuple[str, str]:
+    """(md5 hex, full string) of a ServerHello: version,cipher,extensions."""
+    full = f"{server['version']},{server['cipher']},{_dash(server['extensions'])}"
+    return hashlib.md5(full.encode(), usedforsecurity=False).hexdigest(), full
+
+
+def _hash12(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _alpn_chars(alpn: list[bytes]) -> str:
+    """First and last characters of the first ALPN value, or of its hex form."""
+    if not alpn or not alpn[0]:
+        return "00"
+    first = alpn[0]
+    if first[0] in _ALNUM and first[-1] in _ALNUM:
+        return chr(first[0]) + chr(first[-1])
+    text = first.hex()
+    return text[0] + text[-1]
+
+
+def ja4_version(hello: dict[str, Any]) -> int:
+    """The version JA4 reports: the highest supported_versions entry, else the legacy one."""
+    offered = [v for v in hello["supported_versions"] if not grease(v)]
+    return max(offered) if offered else int(hello["version"])
+
+
+def ja4(hello: dict[str, Any], transport: str = "t") -> str:
+    """JA4 of a ClientHello; transport is "t" (TLS over TCP) or "q" (QUIC)."""
+    ciphers = [c for c in hello["ciphers"] if not grease(c)]
+    extensions = [e for e in hello["extensions"] if not grease(e)]
+    sigalgs = [s for s in hello["signature_algorithms"] if not grease(s)]
+    head = (
+        f"{transport}{JA4_VERSIONS.get(ja4_version(hello), '00')}"
+        f"{'d' if hello['has_sni'] else 'i'}"
+        f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{_alpn_chars(hello['alpn'])}"
+    )
+    cipher_hash = _hash12(",".join(sorted(f"{c:04x}" for c in ciphers))) if ciphers else EMPTY_HASH
+    listed = sorted(f"{e:04x}" for e in extensions if e not in (_EXT_SNI, _EXT_ALPN))
+    if listed:
+        text = ",".join(listed)
+        if sigalgs:
+            text += "_" + ",".join(f"{s:04x}" for s in sigalgs)
+        ext_hash = _hash12(text)
+    else:
+        ext_hash = EMPTY_HASH
+    return f"{head}_{cipher_hash}_{ext_hash}"
