@@ -23,12 +23,14 @@ from agent.engine import (
     EV_PAYLOAD,
     INT_FOLLOW_UP,
     WHY_DNS,
+    WHY_QUIC,
     WHY_TLS,
     Engine,
     FrameBatch,
 )
 from agent.flow import flow_record
 from agent.record import Record, StatsRecord
+from agent.quic import QuicTracker
 from agent.tls import TlsTracker
 
 _END_INTERIM = END_NAMES.index("interim")
@@ -72,6 +74,7 @@ class Pipeline:
             self.stats,
             lambda handle, dirn: engine.clear_interest(handle, INT_FOLLOW_UP << dirn),
         )
+        self.quic = QuicTracker(self.stats)
 
     def feed(self, batch: FrameBatch) -> list[Record]:
         return self._handle(self.engine.feed(batch.data, batch.descs, batch.count))
@@ -81,35 +84,44 @@ class Pipeline:
 
     def drain(self) -> list[Record]:
         records: list[Record] = [*self.dns.drain(), *self.tls.drain()]
+        self.quic.drain()
         self._count(records)
         return records + self._handle(self.engine.flush())
 
     def _handle(self, outputs: list[tuple[Any, ...]]) -> list[Record]:
         records: list[Record] = []
-        names = self.tls.names
         for event in outputs:
             kind = event[0]
             if kind == EV_FLOW:
                 handle = event[2]
                 if event[3] == _END_INTERIM:
-                    sni = names.get(handle)
-                    records.append(flow_record(event, (sni, "tls") if sni else None))
+                    records.append(flow_record(event, self._name(handle, keep=True)))
                     continue
                 records.extend(self.tls.on_flow_end(handle))
-                sni = names.pop(handle, None)
-                records.append(flow_record(event, (sni, "tls") if sni else None))
+                records.append(flow_record(event, self._name(handle, keep=False)))
                 self.dns.on_flow_end(handle)
+                self.quic.on_flow_end(handle)
             elif kind == EV_PAYLOAD:
                 why = event[4]
                 if why & WHY_DNS:
                     records.extend(self.dns.on_payload(event))
                 if why & WHY_TLS:
                     records.extend(self.tls.on_payload(event))
+                if why & WHY_QUIC:
+                    records.extend(self.quic.on_payload(event))
             else:
                 records.extend(self.dns.on_tick(event[1]))
                 records.extend(self.tls.on_tick(event[1]))
         self._count(records)
         return records
+
+    def _name(self, handle: int, *, keep: bool) -> tuple[str, str] | None:
+        """The name that identifies a flow's service, and its source (tls or quic)."""
+        for source, names in (("tls", self.tls.names), ("quic", self.quic.names)):
+            name = names.get(handle) if keep else names.pop(handle, None)
+            if name:
+                return name, source
+        return None
 
     def _count(self, records: list[Record]) -> None:
         counts = self.record_counts

@@ -97,7 +97,11 @@ class QuicRecord(FlowEndpoints, _HelloFields):
 
     version: str  # the QUIC version, "0x00000001"
     tls_version: str  # the ClientHello's legacy_version
-    dcid: str  # the client's original Destination Connection ID, hex
+    dcid: str  # the Destination Connection ID the client's Initial keys come from, hex
+    repeat: bool  # the same ClientHello was reported before on this 5-tuple (after a Retry)
+    ja3: str
+    ja3_full: str
+    problem: str | None  # the ClientHello broke off
 
 
 class StatsRecord(TypedDict):
