@@ -41,6 +41,11 @@ _CAP_COUNTERS = {
     "dns.pending_evicted": "dns_pending_evicted",
     "dns.tcp_streams_cap": "dns_tcp_streams",
     "dns.tcp_reorder_cap": "dns_tcp_reorder",
+    "tls.giveup.evicted": "tls_flows_evicted",
+    "tls.giveup.reorder_cap": "tls_reorder",
+    "quic_cap_hits": "quic_initials_per_flow",
+    "quic.flows_evicted": "quic_flows_evicted",
+    "quic.connections_evicted": "quic_connections_evicted",
 }
 
 
@@ -151,5 +156,7 @@ class Pipeline:
             "capture": dict(capture or {}),
             "fragments": {k[5:]: v for k, v in engine.items() if k.startswith("frag.")},
             "dns": {k[4:]: v for k, v in self.stats.items() if k.startswith("dns.")},
+            "tls": {k[4:]: v for k, v in self.stats.items() if k.startswith("tls.")},
+            "quic": {k[5:]: v for k, v in self.stats.items() if k.startswith("quic.")},
             "shipping": dict(shipping or {}),
         }

@@ -119,6 +119,8 @@ class StatsRecord(TypedDict):
     capture: dict[str, int]
     fragments: dict[str, int]
     dns: dict[str, int]
+    tls: dict[str, int]
+    quic: dict[str, int]
     shipping: dict[str, int]
 
 
