@@ -51,6 +51,7 @@ class CaptureSource:
         self.path = path
         self.chunk_size = chunk_size
         self.walker = CaptureWalker()
+        self.damaged = False
         try:
             if path == "-":
                 raw: BinaryIO = sys.stdin.buffer  # a BufferedReader: it can peek
@@ -91,10 +92,27 @@ class CaptureSource:
             self._raw.close()
 
     def _read_into(self, view: memoryview) -> int:
-        """Fills view as far as the stream allows; returns bytes read (0 at the end)."""
+        """Fills view as far as the stream allows; returns bytes read (0 at the end).
+
+        A compressed stream that is cut short or damaged ends here: what was
+        decompressed before the damage is returned and walked, and `damaged`
+        is set so the rest counts as a truncated record.
+        """
         got = 0
-        while got < len(view):
-            n = self._stream.readinto(view[got:])  # type: ignore[attr-defined]
+        plain = self._stream is self._raw
+        while got < len(view) and not self.damaged:
+            try:
+                if plain:
+                    n = self._stream.readinto(view[got:])  # type: ignore[attr-defined]
+                else:
+                    # read1 hands over what one step decompressed, so damage further
+                    # on cannot take back bytes already produced
+                    data = self._stream.read1(min(len(view) - got, 1 << 20))  # type: ignore[attr-defined]
+                    n = len(data)
+                    view[got : got + n] = data
+            except (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile):
+                self.damaged = True
+                break
             if not n:
                 break
             got += n
@@ -117,20 +135,14 @@ class CaptureSource:
                 if count:
                     yield FrameBatch(view, self.walker.descriptors, count)
                 rest = filled - used
-                if self.walker.stopped or (eof and (used == 0 or rest == 0)):
-                    self.walker.finish(rest)
-                    return
-                if eof and not count:
-                    self.walker.finish(rest)
+                if self.walker.stopped or (eof and (used == 0 or rest == 0 or not count)):
+                    self.walker.finish(rest or int(self.damaged))
                     return
                 tail = bytes(buf[used:filled])
                 if self.walker.need > len(buf):
                     buf = bytearray(max(self.walker.need, 2 * len(buf)))
                 buf[: len(tail)] = tail
                 filled = len(tail)
-        except (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile):
-            # A compressed stream cut short or damaged: count it like a truncated record.
-            self.walker.finish(1)
         finally:
             self.close()
 

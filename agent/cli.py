@@ -108,9 +108,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if capture[problem]:
             log.warning(f"capture.{problem}", count=capture[problem])
     if not args.quiet:
-        by_type = ", ".join(f"{k} {v:,}" for k, v in sorted(pipeline.record_counts.items()))
+        by_type = ", ".join(
+            f"{k} {v:,}" for k, v in sorted({**pipeline.record_counts, "stats": 1}.items())
+        )
         print(
-            f"tapsense: {packets:,} packets, {records_total:,} records ({by_type}, stats 1) "
+            f"tapsense: {packets:,} packets, {records_total:,} records ({by_type}) "
             f"in {elapsed:.2f} s, {packets / elapsed if elapsed else 0:,.0f} packets/s",
             file=sys.stderr,
         )

@@ -96,6 +96,9 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
             problems.append(f"{prefix}.{name}: expected {want.__name__}, got {value!r}")
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(value, float) and value != value:  # NaN passes every comparison
+            problems.append(f"{prefix}.{name}: not a number")
+            continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             problems.append(f"{prefix}.{name}: {value!r} is outside [{lo}, {hi}]")
             continue

@@ -29,8 +29,8 @@ from agent.engine import (
     FrameBatch,
 )
 from agent.flow import flow_record
-from agent.record import Record, StatsRecord
 from agent.quic import QuicTracker
+from agent.record import Record, StatsRecord
 from agent.tls import TlsTracker
 
 _END_INTERIM = END_NAMES.index("interim")

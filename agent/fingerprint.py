@@ -13,8 +13,15 @@ from typing import Any
 from agent._tls import grease
 
 JA4_VERSIONS = {
-    0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2",
-    0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3",
+    0x0304: "13",
+    0x0303: "12",
+    0x0302: "11",
+    0x0301: "10",
+    0x0300: "s3",
+    0x0002: "s2",
+    0xFEFF: "d1",
+    0xFEFD: "d2",
+    0xFEFC: "d3",
 }
 EMPTY_HASH = "000000000000"
 _EXT_SNI = 0x0000
@@ -28,13 +35,15 @@ def _dash(values: list[int]) -> str:
 
 def ja3(hello: dict[str, Any]) -> tuple[str, str]:
     """(md5 hex, full string) of a ClientHello: version,ciphers,extensions,groups,formats."""
-    full = ",".join((
-        str(hello["version"]),
-        _dash(hello["ciphers"]),
-        _dash(hello["extensions"]),
-        _dash(hello["groups"]),
-        "-".join(str(v) for v in hello["point_formats"]),
-    ))
+    full = ",".join(
+        (
+            str(hello["version"]),
+            _dash(hello["ciphers"]),
+            _dash(hello["extensions"]),
+            _dash(hello["groups"]),
+            "-".join(str(v) for v in hello["point_formats"]),
+        )
+    )
     return hashlib.md5(full.encode(), usedforsecurity=False).hexdigest(), full
 
 

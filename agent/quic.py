@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent._quic import crypto_frames, parse_long_header
 from agent._tls import parse_client_hello
+from agent.fingerprint import ja3
 from agent.flow import addr_text, community_id
 from agent.record import QuicRecord
-from agent.fingerprint import ja3
 from agent.tls import STATUS_TEXT, hello_fields, hex16
 
 # Initial salts by version (RFC 9001 section 5.2, RFC 9369 section 3.3.1, and the drafts)
@@ -124,8 +124,9 @@ class InitialKeys:
         hp = hkdf_expand_label(client, prefix + "hp", 16)
         return cls(AESGCM(key), iv, Cipher(algorithms.AES(hp), modes.ECB()).encryptor())
 
-    def open(self, datagram: bytes, pn_offset: int, end: int,
-             largest_pn: int) -> tuple[int, bytes] | None:
+    def open(
+        self, datagram: bytes, pn_offset: int, end: int, largest_pn: int
+    ) -> tuple[int, bytes] | None:
         """Removes header protection and decrypts; (packet number, payload) or None."""
         sample = datagram[pn_offset + 4 : pn_offset + 20]
         if len(sample) < 16 or end > len(datagram):
@@ -134,8 +135,14 @@ class InitialKeys:
         first = datagram[0] ^ (mask[0] & 0x0F)  # long header: low four bits (section 5.4.1)
         pn_length = (first & 0x03) + 1
         truncated = int.from_bytes(
-            bytes(b ^ m for b, m in zip(datagram[pn_offset : pn_offset + pn_length],
-                                        mask[1 : 1 + pn_length], strict=True)),
+            bytes(
+                b ^ m
+                for b, m in zip(
+                    datagram[pn_offset : pn_offset + pn_length],
+                    mask[1 : 1 + pn_length],
+                    strict=True,
+                )
+            ),
             "big",
         )
         pn = decode_packet_number(largest_pn, truncated, pn_length * 8)
@@ -207,8 +214,23 @@ class QuicTracker:
         self.names: dict[int, str] = {}  # flow handle -> SNI, for the flow record
 
     def on_payload(self, event: tuple[Any, ...]) -> list[QuicRecord]:
-        (_k, ts_ns, handle, dirn, _why, _proto, _fam, caddr, cport, saddr, sport,
-         _seq, _flags, datagram, _wire) = event
+        (
+            _k,
+            ts_ns,
+            handle,
+            dirn,
+            _why,
+            _proto,
+            _fam,
+            caddr,
+            cport,
+            saddr,
+            sport,
+            _seq,
+            _flags,
+            datagram,
+            _wire,
+        ) = event
         flow = self._flows.get(handle)
         if flow is None:
             if len(self._flows) >= self.max_flows:
@@ -231,9 +253,16 @@ class QuicTracker:
             start = header["end"]
         return records
 
-    def _initial(self, handle: int, flow: _QuicFlow, datagram: bytes, start: int,
-                 header: dict[str, Any], ts_ns: int,
-                 sender: tuple[bytes, int, bytes, int]) -> list[QuicRecord]:
+    def _initial(
+        self,
+        handle: int,
+        flow: _QuicFlow,
+        datagram: bytes,
+        start: int,
+        header: dict[str, Any],
+        ts_ns: int,
+        sender: tuple[bytes, int, bytes, int],
+    ) -> list[QuicRecord]:
         packet = datagram[start : header["end"]]
         pn_offset = header["pn_offset"] - start
         end = header["end"] - start
@@ -305,8 +334,15 @@ class QuicTracker:
         record["repeat"] = repeat
         return [record]
 
-    def _record(self, handle: int, conn: _Connection, hello: dict[str, Any], status: int,
-                ts_ns: int, sender: tuple[bytes, int, bytes, int]) -> QuicRecord:
+    def _record(
+        self,
+        handle: int,
+        conn: _Connection,
+        hello: dict[str, Any],
+        status: int,
+        ts_ns: int,
+        sender: tuple[bytes, int, bytes, int],
+    ) -> QuicRecord:
         caddr, cport, saddr, sport = sender
         ja3_hash, ja3_full = ja3(hello)
         record: QuicRecord = {

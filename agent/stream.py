@@ -67,12 +67,14 @@ class TcpStream:
         return b"".join(out)
 
     def _hold(self, seq: int, payload: bytes) -> None:
-        if seq in self._pending and len(self._pending[seq]) >= len(payload):
+        held = len(self._pending.get(seq, b""))
+        if held >= len(payload):
             return
-        if self._pending_bytes + len(payload) > self.max_pending:
-            self.dropped_bytes += len(payload)
+        extra = len(payload) - held  # a longer copy of a held segment costs only its extra bytes
+        if self._pending_bytes + extra > self.max_pending:
+            self.dropped_bytes += extra
             return
-        self._pending_bytes += len(payload) - len(self._pending.get(seq, b""))
+        self._pending_bytes += extra
         self._pending[seq] = payload
 
     def _drain(self, out: list[bytes]) -> None:

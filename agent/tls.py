@@ -58,8 +58,12 @@ def looks_like_client_hello(payload: bytes) -> bool:
 
 
 def looks_like_server_hello(payload: bytes) -> bool:
-    return (len(payload) >= 6 and payload[0] == CT_HANDSHAKE and payload[1] == 3
-            and payload[5] == HS_SERVER_HELLO)
+    return (
+        len(payload) >= 6
+        and payload[0] == CT_HANDSHAKE
+        and payload[1] == 3
+        and payload[5] == HS_SERVER_HELLO
+    )
 
 
 def hello_fields(hello: dict[str, Any], transport: str = "t") -> dict[str, Any]:
@@ -122,8 +126,23 @@ class TlsTracker:
         self.names: dict[int, str] = {}  # flow handle -> SNI, for the flow record
 
     def on_payload(self, event: tuple[Any, ...]) -> list[TlsRecord]:
-        (_k, ts_ns, handle, dirn, _why, _proto, _fam, caddr, cport, saddr, sport,
-         seq, tcp_flags, payload, _wire) = event
+        (
+            _k,
+            ts_ns,
+            handle,
+            dirn,
+            _why,
+            _proto,
+            _fam,
+            caddr,
+            cport,
+            saddr,
+            sport,
+            seq,
+            tcp_flags,
+            payload,
+            _wire,
+        ) = event
         records: list[TlsRecord] = []
         if tcp_flags & 0x02:  # data on a SYN (TCP Fast Open) starts after it
             seq = (seq + 1) & 0xFFFFFFFF
@@ -142,8 +161,11 @@ class TlsTracker:
         if side.done or not payload:
             return records
         if side.stream is None:
-            starts = (looks_like_client_hello(payload) if flow.hello_dir in (None, dirn)
-                      else looks_like_server_hello(payload))
+            starts = (
+                looks_like_client_hello(payload)
+                if flow.hello_dir in (None, dirn)
+                else looks_like_server_hello(payload)
+            )
             if not starts:
                 if len(side.early) < MAX_EARLY:
                     side.early.append((seq, payload))
@@ -165,8 +187,9 @@ class TlsTracker:
             records += self._server_records(handle, flow, side)
         return records
 
-    def _client_records(self, handle: int, flow: _TlsFlow, side: _Side,
-                        ts_ns: int) -> list[TlsRecord]:
+    def _client_records(
+        self, handle: int, flow: _TlsFlow, side: _Side, ts_ns: int
+    ) -> list[TlsRecord]:
         records: list[TlsRecord] = []
         buf = side.records
         if buf and buf[0] & 0x80 and not side.handshake:
@@ -198,8 +221,7 @@ class TlsTracker:
             records += self._give_up(handle, flow, flow.hello_dir, "too_big")
         return records
 
-    def _sslv2_hello(self, handle: int, flow: _TlsFlow, side: _Side,
-                     ts_ns: int) -> list[TlsRecord]:
+    def _sslv2_hello(self, handle: int, flow: _TlsFlow, side: _Side, ts_ns: int) -> list[TlsRecord]:
         """SSL 2.0 CLIENT-HELLO: two-byte record header with the high bit set."""
         buf = side.records
         if len(buf) < 2:
@@ -212,10 +234,20 @@ class TlsTracker:
         if hello is None:
             self.stats[f"tls.giveup.malformed.{status}"] += 1
             return []
-        fields = {"version": hello["version"], "ciphers": [], "extensions": [], "sni": None,
-                  "has_sni": False, "alpn": [], "supported_versions": [], "groups": [],
-                  "point_formats": [], "signature_algorithms": [], "key_share_groups": [],
-                  "ech": False}
+        fields = {
+            "version": hello["version"],
+            "ciphers": [],
+            "extensions": [],
+            "sni": None,
+            "has_sni": False,
+            "alpn": [],
+            "supported_versions": [],
+            "groups": [],
+            "point_formats": [],
+            "signature_algorithms": [],
+            "key_share_groups": [],
+            "ech": False,
+        }
         record = self._record(flow, fields, ts_ns)
         record["ja3"] = record["ja3_full"] = None  # JA3 is defined for SSL 3.0 and later
         self._set_pending(handle, flow, record, ts_ns)
@@ -331,8 +363,9 @@ class TlsTracker:
             side.handshake.clear()
             self._stop(handle, dirn)
 
-    def _give_up(self, handle: int, flow: _TlsFlow, dirn: int | None,
-                 reason: str | None) -> list[TlsRecord]:
+    def _give_up(
+        self, handle: int, flow: _TlsFlow, dirn: int | None, reason: str | None
+    ) -> list[TlsRecord]:
         if reason is not None:
             self.stats[f"tls.giveup.{reason}"] += 1
         self._stop_side(handle, flow, dirn)

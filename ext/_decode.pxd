@@ -413,30 +413,18 @@ cdef inline int do_ipv4(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
     return OK
 
 
-cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexcept nogil:
-    """IPv6 (RFC 8200) with a bounded walk over extension headers (section 4)."""
-    cdef const uint8_t* h = p[0]
-    cdef uint32_t plen
-    cdef uint8_t nh
+cdef inline int ipv6_extensions(const uint8_t** p, size_t* n, Packet* pk, uint8_t* next_header,
+                                uint32_t* payload_len, bint fragments) noexcept nogil:
+    """Walks IPv6 extension headers (RFC 8200 section 4), at most MAX_IPV6_EXT of them.
+
+    Stops at the first header that is not an extension header; returns FRAGMENT
+    at a (non-atomic) Fragment header when `fragments`, with its fields in pk.
+    """
+    cdef uint8_t nh = next_header[0]
+    cdef uint32_t plen = payload_len[0]
     cdef size_t hlen
     cdef int walked = 0
     cdef uint16_t offm
-    if n[0] < 40:
-        return fail(pk, LAYER_IPV6, TRUNCATED)
-    if h[0] >> 4 != 6:
-        return fail(pk, LAYER_IPV6, MALFORMED)
-    plen = load_u16(h + 4)
-    nh = h[6]
-    pk.family = 6
-    memcpy(pk.src, h + 8, 16)
-    memcpy(pk.dst, h + 24, 16)
-    p[0] += 40
-    n[0] -= 40
-    if plen == 0:               # jumbogram or offloaded super-packet
-        plen = <uint32_t>n[0]
-    pk.ip_len = plen + 40
-    if n[0] > plen:
-        n[0] = plen
     while True:
         if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140 or nh == 51:
             walked += 1
@@ -452,7 +440,7 @@ cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
             p[0] += hlen
             n[0] -= hlen
             plen -= <uint32_t>hlen
-        elif nh == 44:          # Fragment header (section 4.5)
+        elif nh == 44 and fragments:          # Fragment header (section 4.5)
             walked += 1
             if walked > MAX_IPV6_EXT:
                 return fail(pk, LAYER_IPV6_EXT, LIMIT)
@@ -471,9 +459,41 @@ cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
                 pk.l4_wire = plen
                 pk.payload = p[0]
                 pk.payload_len = <uint32_t>n[0]
+                next_header[0] = nh
+                payload_len[0] = plen
                 return FRAGMENT
         else:
             break
+    next_header[0] = nh
+    payload_len[0] = plen
+    return OK
+
+
+cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexcept nogil:
+    """IPv6 (RFC 8200) with a bounded walk over extension headers (section 4)."""
+    cdef const uint8_t* h = p[0]
+    cdef uint32_t plen
+    cdef uint8_t nh
+    cdef int st
+    if n[0] < 40:
+        return fail(pk, LAYER_IPV6, TRUNCATED)
+    if h[0] >> 4 != 6:
+        return fail(pk, LAYER_IPV6, MALFORMED)
+    plen = load_u16(h + 4)
+    nh = h[6]
+    pk.family = 6
+    memcpy(pk.src, h + 8, 16)
+    memcpy(pk.dst, h + 24, 16)
+    p[0] += 40
+    n[0] -= 40
+    if plen == 0:               # jumbogram or offloaded super-packet
+        plen = <uint32_t>n[0]
+    pk.ip_len = plen + 40
+    if n[0] > plen:
+        n[0] = plen
+    st = ipv6_extensions(p, n, pk, &nh, &plen, True)
+    if st != OK:
+        return st
     pk.proto = nh
     pk.l4_wire = plen
     nx[0] = NX_IPPROTO
@@ -545,10 +565,6 @@ cdef inline bint udp_tunnel(const uint8_t** p, size_t* n, Packet* pk, int opts,
         if m < hdr:
             return False
         proto = load_u16(q + 2)
-        if opts & OPT_KEY_TUNNEL:
-            mix_ctx(pk, (load_u32(q + 4) >> 8) | 0x2000000u)
-        p[0] += hdr
-        n[0] -= hdr
         if proto == 0x6558:
             nx[0] = NX_ETHER
         elif proto == 0x0800:
@@ -556,9 +572,11 @@ cdef inline bint udp_tunnel(const uint8_t** p, size_t* n, Packet* pk, int opts,
         elif proto == 0x86DD:
             nx[0] = NX_IPV6
         else:
-            p[0] = q
-            n[0] = m
             return False
+        if opts & OPT_KEY_TUNNEL:
+            mix_ctx(pk, (load_u32(q + 4) >> 8) | 0x2000000u)
+        p[0] += hdr
+        n[0] -= hdr
         return True
     if pk.sport == PORT_TEREDO or pk.dport == PORT_TEREDO:
         # RFC 4380 section 5.1.1: optional authentication and origin indication.
@@ -815,7 +833,17 @@ cdef inline int decode_frame(const uint8_t* p, size_t n, uint16_t linktype, uint
 cdef inline int decode_reassembled(const uint8_t* p, size_t n, Packet* pk,
                                    int opts) noexcept nogil:
     """Continues the walk over a reassembled IP payload of protocol pk.proto."""
-    pk.l4_wire = <uint32_t>n
+    cdef uint8_t nh = pk.proto
+    cdef uint32_t plen = <uint32_t>n
+    cdef int st
     pk.frag_more = 0
     pk.frag_offset = 0
+    if pk.family == 6:
+        # The fragmentable part may begin with extension headers (RFC 8200 section 4.5);
+        # a second Fragment header there is not reassembled again.
+        st = ipv6_extensions(&p, &n, pk, &nh, &plen, False)
+        if st != OK:
+            return st
+        pk.proto = nh
+    pk.l4_wire = plen
     return walk(NX_IPPROTO, p, n, pk, opts)

@@ -60,8 +60,7 @@ ctypedef struct Flow:
     uint8_t state
     uint8_t interest            # what the engine forwards to Python (engine.pyx INT_*)
     uint8_t icmp_one_way
-    uint8_t probes_left         # TCP: data segments still inspected for a TLS hello;
-                                # UDP: QUIC Initials still forwarded
+    uint8_t probes_left         # TCP: segments inspected for a hello; UDP: Initials left
     uint8_t seq_known           # bit per direction: next_seq is valid
 
 ctypedef struct FlowTable:

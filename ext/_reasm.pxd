@@ -182,6 +182,7 @@ cdef inline int32_t rs_add(Reasm* rs, FragKey* key, uint64_t now_ns, uint32_t of
     cdef int32_t i
     cdef Datagram* d
     cdef uint32_t u, first, last, end, take
+    cdef bint overlapped
     rs.counts[FR_FRAGMENTS] += 1
     if length < wire_length:
         rs.counts[FR_TRUNCATED] += 1
@@ -213,14 +214,17 @@ cdef inline int32_t rs_add(Reasm* rs, FragKey* key, uint64_t now_ns, uint32_t of
     d.ip_bytes += ip_len
     first = offset // 8
     last = (end + 7) // 8
+    overlapped = False
     for u in range(first, last):
         if d.filled[u >> 3] & (1 << (u & 7)):
-            rs.counts[FR_OVERLAP] += 1
+            overlapped = True
             continue
         take = end - u * 8 if end - u * 8 < 8 else 8
         memcpy(d.data + u * 8, data + (u * 8 - offset), take)
         d.filled[u >> 3] |= <uint8_t>(1 << (u & 7))
         d.units += 1
+    if overlapped:                  # counted per fragment, like the other counters
+        rs.counts[FR_OVERLAP] += 1
     if d.total != 0 and d.units == (d.total + 7) // 8:
         rs.counts[FR_REASSEMBLED] += 1
         return i

@@ -311,13 +311,14 @@ cdef object rdata_text(const uint8_t* msg, size_t msglen, uint16_t rtype, size_t
         return (f"{a} {b} {load_u32(msg + pos)} {load_u32(msg + pos + 4)} "
                 f"{load_u32(msg + pos + 8)} {load_u32(msg + pos + 12)} {load_u32(msg + pos + 16)}")
     if rtype == T_TXT or rtype == T_SPF or rtype == T_HINFO:
+        # each character-string quoted, as in master files (RFC 1035 section 5.1)
         strings = []
         q = start
         while q < end:
             if q + 1 + msg[q] > end:
                 status[0] = MALFORMED
                 return None
-            strings.append(char_string_text(msg + q + 1, msg[q]))
+            strings.append(f'"{char_string_text(msg + q + 1, msg[q])}"')
             q += 1 + msg[q]
         return " ".join(strings)
     if rtype == T_SVCB or rtype == T_HTTPS:

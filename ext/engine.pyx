@@ -260,9 +260,14 @@ cdef class Engine:
     def flush(self):
         """Ends every flow (end of input or shutdown) and drops unfinished fragments."""
         cdef int c
+        cdef int32_t i
         for c in range(N_CLASSES):
             while self.ft.head[c] != -1:
-                self._end(self.ft.head[c], END_SHUTDOWN)
+                i = self.ft.head[c]
+                if c == CLASS_TCP_CLOSED:   # already closed: it keeps its reason
+                    self._end(i, END_RST if self.ft.pool[i].state & ST_RST else END_FIN)
+                else:
+                    self._end(i, END_SHUTDOWN)
         rs_drop_all(&self.rs)
         return self._take()
 

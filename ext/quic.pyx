@@ -126,7 +126,7 @@ def crypto_frames(const unsigned char[:] payload, bint google=False):
     frame 0x08, with the same layout.
     """
     cdef Cursor c
-    cdef uint64_t ftype, offset, length, v, ranges, k
+    cdef uint64_t ftype, offset, length, v, ranges, _
     cdef const uint8_t* data
     frames = []
     if payload.shape[0] == 0:
@@ -150,7 +150,7 @@ def crypto_frames(const unsigned char[:] payload, bint google=False):
                 return TRUNCATED, frames
             if ranges > MAX_ACK_RANGES:
                 return MALFORMED, frames
-            for k in range(ranges * 2 + (3 if ftype == F_ACK_ECN else 0)):
+            for _ in range(ranges * 2 + (3 if ftype == F_ACK_ECN else 0)):
                 if not read_varint(&c, &v):
                     return TRUNCATED, frames
         elif ftype == F_CONNECTION_CLOSE or ftype == F_CONNECTION_CLOSE_APP:

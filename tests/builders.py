@@ -64,8 +64,9 @@ def client_hello(
         ids = b"".join(bytes((len(a),)) + a.encode() for a in alpn)
         exts.append(_ext(0x0010, _vec16(ids)))
     versions = ([GREASE] if grease else []) + [0x0304, 0x0303]
-    exts.append(_ext(0x002B, bytes((2 * len(versions),)) + b"".join(
-        struct.pack("!H", v) for v in versions)))
+    exts.append(
+        _ext(0x002B, bytes((2 * len(versions),)) + b"".join(struct.pack("!H", v) for v in versions))
+    )
     shares = b""
     if grease:
         shares += struct.pack("!HH", GREASE, 1) + b"\x00"
@@ -74,14 +75,27 @@ def client_hello(
     shares += struct.pack("!HH", X25519, 32) + os.urandom(32)
     exts.append(_ext(0x0033, _vec16(shares)))
     if ech:
-        exts.append(_ext(0xFE0D, b"\x00\x00\x01\x00\x01" + os.urandom(1) + _vec16(os.urandom(32))
-                         + _vec16(os.urandom(144))))
+        exts.append(
+            _ext(
+                0xFE0D,
+                b"\x00\x00\x01\x00\x01"
+                + os.urandom(1)
+                + _vec16(os.urandom(32))
+                + _vec16(os.urandom(144)),
+            )
+        )
     if quic_params:
         exts.append(_ext(0x0039, b"\x01\x04\x80\x00\xea\x60"))
     ext_bytes = b"".join(exts)
     cipher_list = ([GREASE] if grease else []) + list(ciphers)
-    body = (b"\x03\x03" + os.urandom(32) + b"\x20" + os.urandom(32)
-            + _vec16(b"".join(struct.pack("!H", c) for c in cipher_list)) + b"\x01\x00")
+    body = (
+        b"\x03\x03"
+        + os.urandom(32)
+        + b"\x20"
+        + os.urandom(32)
+        + _vec16(b"".join(struct.pack("!H", c) for c in cipher_list))
+        + b"\x01\x00"
+    )
     if padding_to and len(body) + 2 + len(ext_bytes) + 4 < padding_to:
         pad = padding_to - (len(body) + 2 + len(ext_bytes) + 4) - 4
         ext_bytes += _ext(0x0015, bytes(max(pad, 0)))
@@ -91,9 +105,16 @@ def client_hello(
 
 def server_hello(cipher: int = 0x1301, version: int = 0x0304) -> bytes:
     exts = _ext(0x002B, struct.pack("!H", version)) + _ext(
-        0x0033, struct.pack("!HH", X25519, 32) + os.urandom(32))
-    body = b"\x03\x03" + os.urandom(32) + b"\x20" + os.urandom(32) + struct.pack(
-        "!HB", cipher, 0) + _vec16(exts)
+        0x0033, struct.pack("!HH", X25519, 32) + os.urandom(32)
+    )
+    body = (
+        b"\x03\x03"
+        + os.urandom(32)
+        + b"\x20"
+        + os.urandom(32)
+        + struct.pack("!HB", cipher, 0)
+        + _vec16(exts)
+    )
     return b"\x02" + len(body).to_bytes(3, "big") + body
 
 
@@ -109,20 +130,31 @@ def tls_records(handshake: bytes, max_fragment: int = 16384, content_type: int =
 class TcpSession:
     """Frames of one TCP connection with consistent sequence numbers (Ethernet/IPv4)."""
 
-    def __init__(self, client: str = "10.1.0.2", server: str = "10.2.0.3",
-                 cport: int = 40000, sport: int = 443, ts: float = 1_700_000_000.0) -> None:
+    def __init__(
+        self,
+        client: str = "10.1.0.2",
+        server: str = "10.2.0.3",
+        cport: int = 40000,
+        sport: int = 443,
+        ts: float = 1_700_000_000.0,
+    ) -> None:
         self.client, self.server, self.cport, self.sport = client, server, cport, sport
         self.seq = {0: 1000, 1: 50000}
         self.ts = ts
 
-    def _frame(self, direction: int, flags: str, payload: bytes = b"",
-               seq: int | None = None) -> tuple[float, bytes]:
+    def _frame(
+        self, direction: int, flags: str, payload: bytes = b"", seq: int | None = None
+    ) -> tuple[float, bytes]:
         self.ts += 0.001
         src, dst = (self.client, self.server) if direction == 0 else (self.server, self.client)
         sp, dp = (self.cport, self.sport) if direction == 0 else (self.sport, self.cport)
         s = self.seq[direction] if seq is None else seq
-        frame = bytes(Ether() / IP(src=src, dst=dst) / TCP(
-            sport=sp, dport=dp, flags=flags, seq=s, ack=self.seq[1 - direction]) / payload)
+        frame = bytes(
+            Ether()
+            / IP(src=src, dst=dst)
+            / TCP(sport=sp, dport=dp, flags=flags, seq=s, ack=self.seq[1 - direction])
+            / payload
+        )
         return self.ts, frame
 
     def handshake(self) -> list[tuple[float, bytes]]:
@@ -168,8 +200,15 @@ def crypto_frame(offset: int, data: bytes) -> bytes:
     return b"\x06" + varint(offset) + varint(len(data)) + data
 
 
-def seal_initial(version: int, dcid: bytes, scid: bytes, pn: int, frames: bytes,
-                 token: bytes = b"", pad_to: int = 1200) -> bytes:
+def seal_initial(
+    version: int,
+    dcid: bytes,
+    scid: bytes,
+    pn: int,
+    frames: bytes,
+    token: bytes = b"",
+    pad_to: int = 1200,
+) -> bytes:
     """A client Initial packet protected as RFC 9001 section 5 says (the inverse of opening)."""
     salt = initial_salt(version)
     assert salt is not None
@@ -182,8 +221,16 @@ def seal_initial(version: int, dcid: bytes, scid: bytes, pn: int, frames: bytes,
     pn_bytes = pn.to_bytes(2, "big")
     initial_type = 0x10 if version == 0x6B3343CF else 0x00
     first = 0xC0 | initial_type | (len(pn_bytes) - 1)
-    head = (bytes((first,)) + struct.pack("!I", version) + bytes((len(dcid),)) + dcid
-            + bytes((len(scid),)) + scid + varint(len(token)) + token)
+    head = (
+        bytes((first,))
+        + struct.pack("!I", version)
+        + bytes((len(dcid),))
+        + dcid
+        + bytes((len(scid),))
+        + scid
+        + varint(len(token))
+        + token
+    )
     overhead = len(head) + 4 + len(pn_bytes) + 16
     if pad_to and overhead + len(frames) < pad_to:
         frames += bytes(pad_to - overhead - len(frames))  # PADDING frames
@@ -201,11 +248,18 @@ def seal_initial(version: int, dcid: bytes, scid: bytes, pn: int, frames: bytes,
     return bytes(packet)
 
 
-def udp_frames(datagrams: Iterable[bytes], client: str = "10.1.0.2", server: str = "10.2.0.3",
-               cport: int = 50000, sport: int = 443,
-               ts: float = 1_700_000_000.0) -> list[tuple[float, bytes]]:
+def udp_frames(
+    datagrams: Iterable[bytes],
+    client: str = "10.1.0.2",
+    server: str = "10.2.0.3",
+    cport: int = 50000,
+    sport: int = 443,
+    ts: float = 1_700_000_000.0,
+) -> list[tuple[float, bytes]]:
     return [
-        (ts + i * 0.001,
-         bytes(Ether() / IP(src=client, dst=server) / UDP(sport=cport, dport=sport) / d))
+        (
+            ts + i * 0.001,
+            bytes(Ether() / IP(src=client, dst=server) / UDP(sport=cport, dport=sport) / d),
+        )
         for i, d in enumerate(datagrams)
     ]

@@ -162,9 +162,7 @@ class HelloComparison:
 
 def hello_files(corpus: Path, kind: str) -> list[str]:
     return sorted(
-        p.parent.name
-        for p in (corpus / "truth").glob(f"*/{kind}.jsonl")
-        if p.stat().st_size > 0
+        p.parent.name for p in (corpus / "truth").glob(f"*/{kind}.jsonl") if p.stat().st_size > 0
     )
 
 
@@ -175,8 +173,9 @@ def _alpn_of(truth: dict[str, Any]) -> list[str]:
     return list(truth["alpn"])
 
 
-def compare_hellos(corpus: Path, name: str, kind: str, records: list[dict[str, Any]],
-                   result: HelloComparison) -> None:
+def compare_hellos(
+    corpus: Path, name: str, kind: str, records: list[dict[str, Any]], result: HelloComparison
+) -> None:
     """Matches tapsense's tls (or quic) records with the truth's hellos of one capture.
 
     Hellos match by endpoints, in order; then SNI, JA4, JA3 (where the truth has
@@ -205,14 +204,21 @@ def compare_hellos(corpus: Path, name: str, kind: str, records: list[dict[str, A
             expected["ja3"] = t["ja3"]
         for field_name, value in expected.items():
             if r.get(field_name) != value:
-                result.differences.append(Difference(
-                    name, f"{kind}_{field_name}", t["frame"], f"{r.get(field_name)!r} vs {value!r}"
-                ))
+                result.differences.append(
+                    Difference(
+                        name,
+                        f"{kind}_{field_name}",
+                        t["frame"],
+                        f"{r.get(field_name)!r} vs {value!r}",
+                    )
+                )
     for key, left in ours.items():
         for r in left:
-            result.differences.append(Difference(
-                name, f"{kind}_extra", 0, f"{key} sni={r['sni']!r} version={r['version']}"
-            ))
+            result.differences.append(
+                Difference(
+                    name, f"{kind}_extra", 0, f"{key} sni={r['sni']!r} version={r['version']}"
+                )
+            )
 
 
 def expected_values(meta: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -234,8 +240,13 @@ def expected_values(meta: dict[str, Any]) -> list[tuple[str, str, str]]:
     for test in expectations.get("suricata_verify", []):
         for check in test.get("checks", []):
             for key, value in check.get("match", {}).items():
-                field_name = {"tls.sni": "sni", "tls.ja3.hash": "ja3", "tls.ja4": "ja4",
-                              "quic.ja4": "ja4", "tls.ja3.string": "ja3_full"}.get(key)
+                field_name = {
+                    "tls.sni": "sni",
+                    "tls.ja3.hash": "ja3",
+                    "tls.ja4": "ja4",
+                    "quic.ja4": "ja4",
+                    "tls.ja3.string": "ja3_full",
+                }.get(key)
                 if key.startswith("tls.client_alpns["):
                     field_name = "alpn"
                 if field_name and isinstance(value, str):
@@ -253,8 +264,9 @@ def expected_values(meta: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def check_expectations(corpus: Path, name: str, records: list[dict[str, Any]],
-                       result: HelloComparison) -> None:
+def check_expectations(
+    corpus: Path, name: str, records: list[dict[str, Any]], result: HelloComparison
+) -> None:
     meta = json.loads((corpus / "truth" / name / "meta.json").read_text())
     seen: dict[str, set[str]] = defaultdict(set)
     for r in records:
@@ -266,6 +278,6 @@ def check_expectations(corpus: Path, name: str, records: list[dict[str, Any]],
     for source, field_name, value in expected_values(meta):
         result.expectations_checked += 1
         if value not in seen[field_name]:
-            result.differences.append(Difference(
-                name, f"expectation_{source}_{field_name}", 0, value
-            ))
+            result.differences.append(
+                Difference(name, f"expectation_{source}_{field_name}", 0, value)
+            )

@@ -123,10 +123,18 @@ def test_quic_hello_over_three_initials_crypto_out_of_order(tmp_path: Path) -> N
 
 
 def test_quic_v2_and_a_new_connection_on_the_same_five_tuple(tmp_path: Path) -> None:
-    first = _quic_datagrams(client_hello("one.example", ("h3",), quic_params=True),
-                            os.urandom(8), order=[0, 1, 2], version=0x6B3343CF)
-    second = _quic_datagrams(client_hello("two.example", ("h3",), quic_params=True),
-                             os.urandom(8), order=[1, 2, 0], version=0x6B3343CF)
+    first = _quic_datagrams(
+        client_hello("one.example", ("h3",), quic_params=True),
+        os.urandom(8),
+        order=[0, 1, 2],
+        version=0x6B3343CF,
+    )
+    second = _quic_datagrams(
+        client_hello("two.example", ("h3",), quic_params=True),
+        os.urandom(8),
+        order=[1, 2, 0],
+        version=0x6B3343CF,
+    )
     records = _replay(tmp_path, udp_frames(first + second))
     quic = of_type(records, "quic")
     assert [q["sni"] for q in quic] == ["one.example", "two.example"]
@@ -135,8 +143,11 @@ def test_quic_v2_and_a_new_connection_on_the_same_five_tuple(tmp_path: Path) -> 
 
 
 def test_quic_corrupt_initial_is_counted(tmp_path: Path) -> None:
-    packet = bytearray(seal_initial(1, os.urandom(8), b"", 0,
-                                    crypto_frame(0, client_hello("x.example", quic_params=True))))
+    packet = bytearray(
+        seal_initial(
+            1, os.urandom(8), b"", 0, crypto_frame(0, client_hello("x.example", quic_params=True))
+        )
+    )
     packet[60] ^= 0xFF  # breaks the AEAD tag check
     records = _replay(tmp_path, udp_frames([bytes(packet)]))
     assert of_type(records, "quic") == []
