@@ -128,7 +128,7 @@ def test_openssl_tls13_with_sni_and_alpn(
     hosts: tuple[Host, Host], tls_server: int, tmp_path: Path
 ) -> None:
     client, server = hosts
-    path = tmp_path / "openssl13.pcap"
+    path = tmp_path / "tls13_openssl_sni_alpn.pcap"
     _capture_run(
         client,
         path,
@@ -161,7 +161,7 @@ def test_openssl_tls12_without_sni_or_alpn(
     hosts: tuple[Host, Host], tls_server: int, tmp_path: Path
 ) -> None:
     client, server = hosts
-    path = tmp_path / "openssl12.pcap"
+    path = tmp_path / "tls12_openssl_no_sni.pcap"
     _capture_run(
         client,
         path,
@@ -183,7 +183,7 @@ def test_openssl_tls12_without_sni_or_alpn(
 
 def test_curl_over_ipv6(hosts: tuple[Host, Host], tls_server: int, tmp_path: Path) -> None:
     client, server = hosts
-    path = tmp_path / "curl.pcap"
+    path = tmp_path / "tls13_curl_ipv6.pcap"
     _capture_run(
         client,
         path,
@@ -210,7 +210,7 @@ def test_python_ssl_client(
     hosts: tuple[Host, Host], tls_server: int, tmp_path: Path, max_version: str, alpn: str
 ) -> None:
     client, server = hosts
-    path = tmp_path / f"python{max_version}.pcap"
+    path = tmp_path / f"tls{max_version.replace('.', '')}_python.pcap"
     _capture_run(
         client,
         path,
@@ -250,7 +250,7 @@ def test_aioquic_client_and_server(
     )
     try:
         wait_port(server, port, "udp")
-        path = tmp_path / "quic.pcap"
+        path = tmp_path / "quic_aioquic_h3.pcap"
         _capture_run(
             client,
             path,
