@@ -124,12 +124,12 @@ class DnsTracker:
             if wire_len > len(payload):
                 self.stats["dns.snaplen_cut"] += 1
             return self._message(
-                payload, ts_ns, sender, sender_port, receiver, receiver_port, "udp", proto
+                payload, ts_ns, handle, sender, sender_port, receiver, receiver_port, "udp", proto
             )
         records: list[DnsRecord] = []
         for message in self._tcp_messages(handle, dirn, seq, tcp_flags, payload):
             records += self._message(
-                message, ts_ns, sender, sender_port, receiver, receiver_port, "tcp", proto
+                message, ts_ns, handle, sender, sender_port, receiver, receiver_port, "tcp", proto
             )
         return records
 
@@ -186,6 +186,7 @@ class DnsTracker:
         self,
         data: bytes,
         ts_ns: int,
+        handle: int,
         sender: bytes,
         sender_port: int,
         receiver: bytes,
@@ -210,15 +211,8 @@ class DnsTracker:
                 ts_ns, sender, sender_port, receiver, receiver_port, transport, proto, message
             )
         question = message[3][0][:2] if message[3] else None
-        key = (
-            side.querier,
-            side.qport,
-            side.responder,
-            side.rport,
-            transport,
-            message[0],
-            question,
-        )
+        # The flow handle keeps apart what the flow key keeps apart (VLANs, VNIs).
+        key = (handle, side.querier, side.qport, message[0], question)
         if not is_response:
             records = []
             earlier = self._pending.pop(key, None)

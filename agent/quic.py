@@ -170,8 +170,9 @@ def decode_packet_number(largest: int, truncated: int, bits: int) -> int:
 @dataclass(slots=True)
 class _Connection:
     version: int
-    dcid: bytes
+    dcid: bytes  # the DCID the keys come from
     keys: InitialKeys
+    dcids: set[bytes]  # every DCID the client used for it
     largest_pn: int = -1
     chunks: dict[int, bytes] = field(default_factory=dict)  # CRYPTO offset -> data
     size: int = 0
@@ -267,24 +268,34 @@ class QuicTracker:
         pn_offset = header["pn_offset"] - start
         end = header["end"] - start
         version, dcid = header["version"], header["dcid"]
+        conn = next((c for c in flow.connections if dcid in c.dcids and c.version == version),
+                    None)
+        if conn is not None and conn.done:
+            self.stats["quic.initials_after_hello"] += 1  # ACKs and retransmissions
+            return []
         opened = None
-        conn = next((c for c in flow.connections if c.dcid == dcid and c.version == version), None)
         if conn is not None:
             opened = conn.keys.open(packet, pn_offset, end, conn.largest_pn)
         else:
-            # Another DCID on this 5-tuple: a connection we know under its first DCID, or new.
+            # Another DCID on this 5-tuple: the client moved to the server's connection
+            # ID (the keys stay those of its first DCID), or a new connection.
             for known in flow.connections:
-                if not known.done and known.version == version:
+                if known.version == version:
                     opened = known.keys.open(packet, pn_offset, end, known.largest_pn)
                     if opened is not None:
                         conn = known
+                        conn.dcids.add(dcid)
                         break
+            if conn is not None and conn.done:
+                self.stats["quic.initials_after_hello"] += 1
+                return []
             if conn is None:
                 keys = InitialKeys.derive(version, dcid)
                 if keys is None:
                     self.stats["quic.unsupported_version"] += 1
                     return []
-                conn = _Connection(version, dcid, keys)
+                self.stats["quic.keys_derived"] += 1
+                conn = _Connection(version, dcid, keys, {dcid})
                 opened = keys.open(packet, pn_offset, end, -1)
                 if opened is not None:
                     if len(flow.connections) >= MAX_CONNECTIONS_PER_FLOW:
@@ -292,8 +303,7 @@ class QuicTracker:
                         self.stats["quic.connections_evicted"] += 1
                     flow.connections.append(conn)
         if opened is None:
-            # Server Initials (other keys), or not QUIC at all.
-            self.stats["quic.undecryptable"] += 1
+            self.stats["quic.undecryptable"] += 1  # not a client Initial of ours, or not QUIC
             return []
         pn, payload = opened
         self.stats["quic.initials_decrypted"] += 1

@@ -22,7 +22,7 @@ from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_clien
 from agent.fingerprint import ja3, ja3s, ja4
 from agent.flow import addr_text, community_id
 from agent.record import TlsRecord
-from agent.stream import TcpStream
+from agent.stream import TcpStream, seq_delta
 
 OK, LIMIT = 0, 4  # parser statuses (ext/_wire.pxd)
 STATUS_TEXT = ("ok", "truncated", "unsupported", "malformed", "limit")
@@ -51,7 +51,10 @@ def text_of(raw: bytes) -> str:
 
 
 def looks_like_client_hello(payload: bytes) -> bool:
-    """A TLS handshake record holding a ClientHello, or an SSL 2.0 CLIENT-HELLO."""
+    """A TLS handshake record holding a ClientHello, or an SSL 2.0 CLIENT-HELLO; the
+    record may follow a ChangeCipherSpec (the second hello after a HelloRetryRequest)."""
+    if payload[:2] == b"\x14\x03" and payload[3:6] == b"\x00\x01\x01":
+        payload = payload[6:]
     if len(payload) >= 6 and payload[0] == CT_HANDSHAKE and payload[1] == 3 and payload[2] <= 4:
         return payload[5] == HS_CLIENT_HELLO
     return len(payload) >= 5 and payload[0] & 0x80 != 0 and payload[2] == 1 and payload[3] in (0, 3)
@@ -101,6 +104,7 @@ class _TlsFlow:
     touched_ns: int
     sides: tuple[_Side, _Side] = field(default_factory=lambda: (_Side(), _Side()))
     hello_dir: int | None = None
+    hellos: int = 0
     pending: TlsRecord | None = None
     pending_ns: int = 0
 
@@ -177,6 +181,14 @@ class TlsTracker:
             for early_seq, early in side.early:
                 side.records += side.stream.add(early_seq, False, early)
             side.early.clear()
+        elif (dirn == flow.hello_dir and side.stream.next_seq is not None
+              and seq_delta(seq, side.stream.next_seq) > 0 and looks_like_client_hello(payload)):
+            # A new hello after bytes the engine did not forward (the second hello
+            # after a HelloRetryRequest): start again from it.
+            side.stream = TcpStream(max_pending=MAX_BUFFER)
+            side.records.clear()
+            side.handshake.clear()
+            side.records += side.stream.add(seq, False, payload)
         else:
             side.records += side.stream.add(seq, False, payload)
         if side.stream.dropped_bytes:
@@ -206,6 +218,10 @@ class TlsTracker:
                         return records + self._give_up(handle, flow, flow.hello_dir, None)
                     if flow.pending is not None:  # a second hello (after HelloRetryRequest)
                         records.append(self._take_pending(handle, flow))
+                    if flow.hellos:  # the server answers a second hello with a new ServerHello
+                        flow.sides = (flow.sides[0], _Side()) if flow.hello_dir == 0 else (
+                            _Side(), flow.sides[1])
+                    flow.hellos += 1
                     record = self._record(flow, hello, ts_ns)
                     if status not in (OK, LIMIT):
                         # A hello that breaks off: what it said so far, no JA3 of a broken list.

@@ -50,6 +50,7 @@ ctypedef struct Flow:
     uint64_t bytes[2]
     uint32_t fwd_bytes[2]       # payload bytes forwarded to Python per direction
     uint32_t next_seq[2]        # TCP: the sequence number expected next per direction
+    uint32_t follow_end[2]      # TLS: where following a direction may stop by itself
     uint32_t gen
     int32_t prev
     int32_t next
@@ -62,6 +63,7 @@ ctypedef struct Flow:
     uint8_t icmp_one_way
     uint8_t probes_left         # TCP: segments inspected for a hello; UDP: Initials left
     uint8_t seq_known           # bit per direction: next_seq is valid
+    uint8_t end_known           # bit per direction: follow_end is valid
 
 ctypedef struct FlowTable:
     Flow* pool

@@ -125,12 +125,50 @@ cdef inline bint is_dns_port(uint16_t port) noexcept nogil:
     return port == PORT_DNS or port == PORT_MDNS or port == PORT_LLMNR
 
 
-cdef inline bint tls_hello_start(const uint8_t* p, uint32_t n) noexcept nogil:
-    """A TLS handshake record holding a ClientHello (RFC 8446 section 5.1), or an
-    SSL 2.0 CLIENT-HELLO (two-byte header with the high bit set)."""
-    if n >= 6 and p[0] == 0x16 and p[1] == 0x03 and p[2] <= 0x04:
-        return p[5] == 0x01
-    return n >= 5 and (p[0] & 0x80) != 0 and p[2] == 0x01 and (p[3] == 0x00 or p[3] == 0x03)
+cdef inline int tls_hello_at(const uint8_t* p, uint32_t n) noexcept nogil:
+    """Where a ClientHello record starts in a segment, or -1.
+
+    A TLS handshake record holding a ClientHello (RFC 8446 section 5.1), or an
+    SSL 2.0 CLIENT-HELLO (two-byte header with the high bit set), at the start;
+    or right after a ChangeCipherSpec record, as the second hello after a
+    HelloRetryRequest comes in middlebox-compatibility mode (RFC 8446 D.4).
+    """
+    cdef uint32_t at = 0
+    if n >= 6 and p[0] == 0x14 and p[1] == 0x03 and p[3] == 0x00 and p[4] == 0x01:
+        at = 6
+    if n >= at + 6 and p[at] == 0x16 and p[at + 1] == 0x03 and p[at + 2] <= 0x04:
+        return at if p[at + 5] == 0x01 else -1
+    if (at == 0 and n >= 5 and (p[0] & 0x80) != 0 and p[2] == 0x01
+            and (p[3] == 0x00 or p[3] == 0x03)):
+        return 0
+    return -1
+
+
+cdef inline uint32_t hello_span(const uint8_t* p, uint32_t n) noexcept nogil:
+    """Stream bytes a ClientHello that starts at p takes, TLS record headers included.
+
+    One record holds the whole hello (the usual case): its record length. A hello
+    spread over several records: the message plus five bytes per 256 of it, an
+    allowance for record headers (records that small are rare; Python asks for
+    more by keeping the interest when they are smaller).
+    """
+    cdef uint32_t record_len, message_len
+    if p[0] & 0x80:                     # SSL 2.0: two-byte header, 15-bit length
+        return 2 + (((p[0] & 0x7F) << 8) | p[1])
+    record_len = (p[3] << 8) | p[4]
+    if n < 9:
+        return 5 + record_len
+    message_len = 4 + ((<uint32_t>p[6] << 16) | (p[7] << 8) | p[8])
+    if record_len >= message_len:
+        return 5 + record_len
+    return message_len + 5 * (message_len // 256 + 2)
+
+
+cdef inline uint32_t first_record_span(const uint8_t* p, uint32_t n) noexcept nogil:
+    """Stream bytes of the TLS record at p; just this segment when it is not a record."""
+    if n >= 5 and 20 <= p[0] <= 23 and p[1] == 0x03:
+        return 5 + ((p[3] << 8) | p[4])
+    return n
 
 
 cdef inline bint quic_initial(const uint8_t* p, uint32_t n) noexcept nogil:
@@ -480,7 +518,8 @@ cdef class Engine:
                 return
             if f.interest & I_DNS:
                 why = W_DNS
-            elif f.interest & I_QUIC and quic_initial(pk.payload, pk.payload_len):
+            elif f.interest & I_QUIC and dirn == 0 and quic_initial(pk.payload, pk.payload_len):
+                # Client Initials only: the server's need other keys and carry no hello.
                 why = W_QUIC
                 self.counts[C_QUIC_EVENTS] += 1
                 f.probes_left -= 1
@@ -512,6 +551,7 @@ cdef class Engine:
     cdef int _tcp_why(self, Flow* f, Packet* pk, int dirn) noexcept:
         """Which analysers want this TCP segment; tracks the next sequence number."""
         cdef int why = 0
+        cdef int at
         cdef bint gap = False
         cdef uint8_t bit = 1 << dirn
         cdef uint32_t end
@@ -537,15 +577,30 @@ cdef class Engine:
             f.seq_known |= bit
         if f.interest & (I_FOLLOW_UP << dirn):
             self.counts[C_TLS_EVENTS] += 1
+            if not (f.end_known & bit):
+                # The first segment the other side sends after the hello: its first
+                # record (the ServerHello's) is all Python needs from that side.
+                f.follow_end[dirn] = pk.seq + first_record_span(pk.payload, pk.payload_len)
+                f.end_known |= bit
+            if not seq_after(f.follow_end[dirn], end):
+                f.interest &= ~(I_FOLLOW_UP << dirn)     # that part has been forwarded
             return why | W_TLS
         if not (f.interest & I_TLS_PROBE):
             return why
         f.probes_left -= 1
         if f.probes_left == 0:
             f.interest &= ~I_TLS_PROBE
-        if tls_hello_start(pk.payload, pk.payload_len):
+        at = tls_hello_at(pk.payload, pk.payload_len)
+        if at >= 0:
             # Follow both ways from here: the rest of the hello, then the ServerHello.
+            # Each direction stops by itself after what it has to deliver, so a
+            # bulk transfer in the same batch stays out of Python.
             f.interest |= I_FOLLOW_UP | I_FOLLOW_DOWN
+            f.follow_end[dirn] = (pk.seq + <uint32_t>at
+                                  + hello_span(pk.payload + at, pk.payload_len - at))
+            f.end_known = bit
+            if not seq_after(f.follow_end[dirn], end):
+                f.interest &= ~(I_FOLLOW_UP << dirn)
             self.counts[C_TLS_EVENTS] += 1
             return why | W_TLS
         if gap:

@@ -210,9 +210,24 @@ def seal_initial(
     pad_to: int = 1200,
 ) -> bytes:
     """A client Initial packet protected as RFC 9001 section 5 says (the inverse of opening)."""
+    return seal_initial_keys(version, dcid, dcid, scid, pn, frames, token, pad_to)
+
+
+def seal_initial_keys(
+    version: int,
+    key_dcid: bytes,
+    dcid: bytes,
+    scid: bytes,
+    pn: int,
+    frames: bytes,
+    token: bytes = b"",
+    pad_to: int = 1200,
+) -> bytes:
+    """seal_initial with keys from key_dcid and dcid in the header, as after the client
+    moved to the server's connection ID (RFC 9000 section 7.2)."""
     salt = initial_salt(version)
     assert salt is not None
-    initial = hmac.new(salt, dcid, hashlib.sha256).digest()
+    initial = hmac.new(salt, key_dcid, hashlib.sha256).digest()
     client = hkdf_expand_label(initial, "client in", 32)
     prefix = "quicv2 " if version in (0x6B3343CF, 0x709A50C4) else "quic "
     key = hkdf_expand_label(client, prefix + "key", 16)

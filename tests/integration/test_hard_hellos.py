@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from tests.builders import (
@@ -11,6 +12,7 @@ from tests.builders import (
     client_hello,
     crypto_frame,
     seal_initial,
+    seal_initial_keys,
     server_hello,
     tls_records,
     udp_frames,
@@ -152,3 +154,61 @@ def test_quic_corrupt_initial_is_counted(tmp_path: Path) -> None:
     records = _replay(tmp_path, udp_frames([bytes(packet)]))
     assert of_type(records, "quic") == []
     assert _stats(records)["quic"]["undecryptable"] == 1
+
+
+def test_hello_retry_request_gives_two_records(tmp_path: Path) -> None:
+    s = TcpSession()
+    frames = s.handshake()
+    frames += s.send(0, tls_records(client_hello("retry.example", ("h2",))))
+    frames += s.send(1, tls_records(server_hello(0x1301)))  # the HelloRetryRequest
+    ccs = tls_records(b"\x01", content_type=20)
+    frames += s.send(0, ccs + tls_records(client_hello("retry.example", ("h2",), pq=True)))
+    frames += s.send(1, tls_records(server_hello(0x1302)))
+    frames += s.close()
+    hellos = of_type(_replay(tmp_path, frames), "tls")
+    assert [h["sni"] for h in hellos] == ["retry.example", "retry.example"]
+    assert [h["cipher"] for h in hellos] == ["0x1301", "0x1302"]
+    assert [h["pq"] for h in hellos] == [False, True]
+
+
+def test_following_stops_after_the_hellos(tmp_path: Path) -> None:
+    """A bulk download after the handshake stays in the engine, whatever the batch size."""
+    from agent.capfile import CaptureSource, replay_batches
+    from agent.core import Pipeline
+
+    s = TcpSession()
+    frames = s.handshake() + s.send(0, tls_records(client_hello("bulk.example")))
+    frames += s.send(1, tls_records(server_hello()) + os.urandom(1460 * 200))
+    frames += s.close()
+    path = tmp_path / "bulk.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    pipeline = Pipeline()
+    records = []
+    for batch in replay_batches([CaptureSource(str(path))], Counter(), lambda _: None):
+        records += pipeline.feed(batch)
+    records += pipeline.drain()
+    assert of_type(records, "tls")[0]["cipher"] == "0x1301"
+    counters = pipeline.engine.counters()
+    assert counters["tls_events"] <= 3  # the hello, the server's first segment
+    assert counters["payload_cap_hits"] == 0
+
+
+def test_quic_keys_derived_once_per_connection(tmp_path: Path) -> None:
+    dcid = os.urandom(8)
+    hello = client_hello("once.example", ("h3",), quic_params=True)
+    datagrams = [seal_initial(1, dcid, b"\x05\x06", 0, crypto_frame(0, hello))]
+    # later client Initials (ACKs) under the server's connection ID, same keys
+    server_cid = os.urandom(8)
+    for pn in (1, 2):
+        datagrams.append(seal_initial_with_keys_of(dcid, server_cid, pn))
+    records = _replay(tmp_path, udp_frames(datagrams))
+    assert [q["sni"] for q in of_type(records, "quic")] == ["once.example"]
+    quic_stats = _stats(records)["quic"]
+    assert quic_stats["keys_derived"] == 1
+    assert quic_stats["initials_after_hello"] == 2
+    assert "undecryptable" not in quic_stats
+
+
+def seal_initial_with_keys_of(key_dcid: bytes, header_dcid: bytes, pn: int) -> bytes:
+    """A client Initial (an ACK) naming header_dcid, with keys that come from key_dcid."""
+    return seal_initial_keys(1, key_dcid, header_dcid, b"\x05\x06", pn, b"\x02\x00\x00\x00\x00")

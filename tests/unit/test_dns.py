@@ -662,3 +662,30 @@ def test_tcp_payload_cap(tmp_path: Path) -> None:
     records = replay([path], Config(dns=DnsConfig(tcp_payload_cap=512)))
     assert [r["status"] for r in of_type(records, "dns")] == ["unanswered"]
     assert records[-1]["caps"]["tcp_payload_cap"] == 1
+
+
+def test_vlans_keep_transactions_apart(tmp_path: Path) -> None:
+    """A query on VLAN 10 and a response on VLAN 20 are two flows, so no transaction."""
+    from scapy.layers.l2 import Dot1Q
+
+    q = (
+        Ether()
+        / Dot1Q(vlan=10)
+        / IP(src="10.0.0.1", dst="10.0.0.53")
+        / UDP(sport=5000, dport=53)
+        / DNS(id=1, rd=1, qd=DNSQR(qname="a.example"))
+    )
+    r = (
+        Ether()
+        / Dot1Q(vlan=20)
+        / IP(src="10.0.0.53", dst="10.0.0.1")
+        / UDP(sport=53, dport=5000)
+        / DNS(
+            id=1, qr=1, qd=DNSQR(qname="a.example"), an=DNSRR(rrname="a.example", rdata="192.0.2.1")
+        )
+    )
+    path = tmp_path / "vlans.pcap"
+    path.write_bytes(pcap_bytes([(1.0, bytes(q)), (1.01, bytes(r))]))
+    records = replay([path])
+    assert sorted(d["status"] for d in of_type(records, "dns")) == ["unanswered", "unsolicited"]
+    assert sorted(f["vlan"] for f in of_type(records, "flow")) == [10, 20]
