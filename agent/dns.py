@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent._dns import parse_dns
-from agent.flow import addr_text, community_id
 from agent.record import DnsRecord
 from agent.stream import TcpStream
 
@@ -63,12 +62,12 @@ TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
 @dataclass(slots=True)
 class _Message:
     ts_ns: int
-    querier: bytes
+    querier: str
     qport: int
-    responder: bytes
+    responder: str
     rport: int
     transport: str
-    proto: int
+    flow_id: str
     message: DnsMessage
 
 
@@ -108,28 +107,47 @@ class DnsTracker:
             _why,
             proto,
             _fam,
-            caddr,
+            _caddr,
             cport,
-            saddr,
+            _saddr,
             sport,
             seq,
             tcp_flags,
             payload,
             wire_len,
+            client,
+            server,
+            flow_id,
         ) = event
         sender, sender_port, receiver, receiver_port = (
-            (caddr, cport, saddr, sport) if dirn == 0 else (saddr, sport, caddr, cport)
+            (client, cport, server, sport) if dirn == 0 else (server, sport, client, cport)
         )
         if proto == 17:
             if wire_len > len(payload):
                 self.stats["dns.snaplen_cut"] += 1
             return self._message(
-                payload, ts_ns, handle, sender, sender_port, receiver, receiver_port, "udp", proto
+                payload,
+                ts_ns,
+                handle,
+                sender,
+                sender_port,
+                receiver,
+                receiver_port,
+                "udp",
+                flow_id,
             )
         records: list[DnsRecord] = []
         for message in self._tcp_messages(handle, dirn, seq, tcp_flags, payload):
             records += self._message(
-                message, ts_ns, handle, sender, sender_port, receiver, receiver_port, "tcp", proto
+                message,
+                ts_ns,
+                handle,
+                sender,
+                sender_port,
+                receiver,
+                receiver_port,
+                "tcp",
+                flow_id,
             )
         return records
 
@@ -187,12 +205,12 @@ class DnsTracker:
         data: bytes,
         ts_ns: int,
         handle: int,
-        sender: bytes,
+        sender: str,
         sender_port: int,
-        receiver: bytes,
+        receiver: str,
         receiver_port: int,
         transport: str,
-        proto: int,
+        flow_id: str,
     ) -> list[DnsRecord]:
         status, message = parse_dns(data)
         if message is None:
@@ -204,11 +222,11 @@ class DnsTracker:
         is_response = bool(message[1] & 0x8000)
         if is_response:
             side = _Message(
-                ts_ns, receiver, receiver_port, sender, sender_port, transport, proto, message
+                ts_ns, receiver, receiver_port, sender, sender_port, transport, flow_id, message
             )
         else:
             side = _Message(
-                ts_ns, sender, sender_port, receiver, receiver_port, transport, proto, message
+                ts_ns, sender, sender_port, receiver, receiver_port, transport, flow_id, message
             )
         question = message[3][0][:2] if message[3] else None
         # The flow handle keeps apart what the flow key keeps apart (VLANs, VNIs).
@@ -262,14 +280,12 @@ class DnsTracker:
         return {
             "type": "dns",
             "ts": first.ts_ns / 1e9,
-            "src": addr_text(first.querier),
+            "src": first.querier,
             "sport": first.qport,
-            "dst": addr_text(first.responder),
+            "dst": first.responder,
             "dport": first.rport,
             "proto": first.transport,
-            "flow": community_id(
-                first.proto, first.querier, first.responder, first.qport, first.rport
-            ),
+            "flow": first.flow_id,
             "transport": first.transport,
             "protocol": PORT_PROTOCOL.get(server_port, "dns"),
             "status": status,

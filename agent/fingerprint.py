@@ -8,9 +8,8 @@ Inputs are the dicts of agent._tls.parse_client_hello / parse_server_hello.
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any
-
-from agent._tls import grease
 
 JA4_VERSIONS = {
     0x0304: "13",
@@ -27,10 +26,16 @@ EMPTY_HASH = "000000000000"
 _EXT_SNI = 0x0000
 _EXT_ALPN = 0x0010
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))  # RFC 8701 section 2
 
 
 def _dash(values: list[int]) -> str:
-    return "-".join(str(v) for v in values if not grease(v))
+    return "-".join([str(v) for v in values if v not in GREASE])
+
+
+def _hex_list(values: list[int]) -> str:
+    """ "0a0b,1301,..." : four lower-case hex digits per value, comma separated."""
+    return struct.pack(f">{len(values)}H", *values).hex(",", 2)
 
 
 def ja3(hello: dict[str, Any]) -> tuple[str, str]:
@@ -70,26 +75,26 @@ def _alpn_chars(alpn: list[bytes]) -> str:
 
 def ja4_version(hello: dict[str, Any]) -> int:
     """The version JA4 reports: the highest supported_versions entry, else the legacy one."""
-    offered = [v for v in hello["supported_versions"] if not grease(v)]
+    offered = [v for v in hello["supported_versions"] if v not in GREASE]
     return max(offered) if offered else int(hello["version"])
 
 
 def ja4(hello: dict[str, Any], transport: str = "t") -> str:
     """JA4 of a ClientHello; transport is "t" (TLS over TCP) or "q" (QUIC)."""
-    ciphers = [c for c in hello["ciphers"] if not grease(c)]
-    extensions = [e for e in hello["extensions"] if not grease(e)]
-    sigalgs = [s for s in hello["signature_algorithms"] if not grease(s)]
+    ciphers = [c for c in hello["ciphers"] if c not in GREASE]
+    extensions = [e for e in hello["extensions"] if e not in GREASE]
     head = (
         f"{transport}{JA4_VERSIONS.get(ja4_version(hello), '00')}"
         f"{'d' if hello['has_sni'] else 'i'}"
         f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{_alpn_chars(hello['alpn'])}"
     )
-    cipher_hash = _hash12(",".join(sorted(f"{c:04x}" for c in ciphers))) if ciphers else EMPTY_HASH
-    listed = sorted(f"{e:04x}" for e in extensions if e not in (_EXT_SNI, _EXT_ALPN))
+    cipher_hash = _hash12(_hex_list(sorted(ciphers))) if ciphers else EMPTY_HASH
+    listed = sorted(e for e in extensions if e != _EXT_SNI and e != _EXT_ALPN)
     if listed:
-        text = ",".join(listed)
+        text = _hex_list(listed)
+        sigalgs = [s for s in hello["signature_algorithms"] if s not in GREASE]
         if sigalgs:
-            text += "_" + ",".join(f"{s:04x}" for s in sigalgs)
+            text += "_" + _hex_list(sigalgs)
         ext_hash = _hash12(text)
     else:
         ext_hash = EMPTY_HASH

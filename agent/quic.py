@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from agent._quic import crypto_frames, parse_long_header
 from agent._tls import parse_client_hello
 from agent.fingerprint import ja3
-from agent.flow import addr_text, community_id
 from agent.record import QuicRecord
 from agent.tls import STATUS_TEXT, hello_fields, hex16
 
@@ -219,18 +218,21 @@ class QuicTracker:
             _k,
             ts_ns,
             handle,
-            dirn,
+            _dirn,
             _why,
             _proto,
             _fam,
-            caddr,
+            _caddr,
             cport,
-            saddr,
+            _saddr,
             sport,
             _seq,
             _flags,
             datagram,
             _wire,
+            client,
+            server,
+            flow_id,
         ) = event
         flow = self._flows.get(handle)
         if flow is None:
@@ -240,7 +242,7 @@ class QuicTracker:
             flow = self._flows[handle] = _QuicFlow()
         else:
             self._flows.move_to_end(handle)
-        sender = (caddr, cport, saddr, sport) if dirn == 0 else (saddr, sport, caddr, cport)
+        sender = (client, cport, server, sport, flow_id)  # the engine forwards client Initials
         records: list[QuicRecord] = []
         start = 0
         while start < len(datagram):  # coalesced packets (RFC 9000 section 12.2)
@@ -262,14 +264,13 @@ class QuicTracker:
         start: int,
         header: dict[str, Any],
         ts_ns: int,
-        sender: tuple[bytes, int, bytes, int],
+        sender: tuple[str, int, str, int, str],
     ) -> list[QuicRecord]:
         packet = datagram[start : header["end"]]
         pn_offset = header["pn_offset"] - start
         end = header["end"] - start
         version, dcid = header["version"], header["dcid"]
-        conn = next((c for c in flow.connections if dcid in c.dcids and c.version == version),
-                    None)
+        conn = next((c for c in flow.connections if dcid in c.dcids and c.version == version), None)
         if conn is not None and conn.done:
             self.stats["quic.initials_after_hello"] += 1  # ACKs and retransmissions
             return []
@@ -351,19 +352,19 @@ class QuicTracker:
         hello: dict[str, Any],
         status: int,
         ts_ns: int,
-        sender: tuple[bytes, int, bytes, int],
+        sender: tuple[str, int, str, int, str],
     ) -> QuicRecord:
-        caddr, cport, saddr, sport = sender
+        client, cport, server, sport, flow_id = sender
         ja3_hash, ja3_full = ja3(hello)
         record: QuicRecord = {
             "type": "quic",
             "ts": ts_ns / 1e9,
-            "src": addr_text(caddr),
+            "src": client,
             "sport": cport,
-            "dst": addr_text(saddr),
+            "dst": server,
             "dport": sport,
             "proto": "udp",
-            "flow": community_id(17, caddr, saddr, cport, sport),
+            "flow": flow_id,
             **hello_fields(hello, "q"),  # type: ignore[typeddict-item]
             "version": f"0x{conn.version:08x}",
             "tls_version": hex16(hello["version"]),

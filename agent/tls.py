@@ -20,7 +20,6 @@ from typing import Any
 
 from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
 from agent.fingerprint import ja3, ja3s, ja4
-from agent.flow import addr_text, community_id
 from agent.record import TlsRecord
 from agent.stream import TcpStream, seq_delta
 
@@ -100,7 +99,7 @@ class _Side:
 
 @dataclass(slots=True)
 class _TlsFlow:
-    endpoints: tuple[bytes, int, bytes, int]
+    endpoints: tuple[str, int, str, int, str]  # client, port, server, port, flow id
     touched_ns: int
     sides: tuple[_Side, _Side] = field(default_factory=lambda: (_Side(), _Side()))
     hello_dir: int | None = None
@@ -138,14 +137,17 @@ class TlsTracker:
             _why,
             _proto,
             _fam,
-            caddr,
+            _caddr,
             cport,
-            saddr,
+            _saddr,
             sport,
             seq,
             tcp_flags,
             payload,
             _wire,
+            client,
+            server,
+            flow_id,
         ) = event
         records: list[TlsRecord] = []
         if tcp_flags & 0x02:  # data on a SYN (TCP Fast Open) starts after it
@@ -157,7 +159,7 @@ class TlsTracker:
             if len(self._flows) >= self.max_flows:
                 self.stats["tls.giveup.evicted"] += 1
                 records += self._finish(*self._flows.popitem(last=False))
-            flow = self._flows[handle] = _TlsFlow((caddr, cport, saddr, sport), ts_ns)
+            flow = self._flows[handle] = _TlsFlow((client, cport, server, sport, flow_id), ts_ns)
         else:
             self._flows.move_to_end(handle)
         flow.touched_ns = ts_ns
@@ -181,8 +183,12 @@ class TlsTracker:
             for early_seq, early in side.early:
                 side.records += side.stream.add(early_seq, False, early)
             side.early.clear()
-        elif (dirn == flow.hello_dir and side.stream.next_seq is not None
-              and seq_delta(seq, side.stream.next_seq) > 0 and looks_like_client_hello(payload)):
+        elif (
+            dirn == flow.hello_dir
+            and side.stream.next_seq is not None
+            and seq_delta(seq, side.stream.next_seq) > 0
+            and looks_like_client_hello(payload)
+        ):
             # A new hello after bytes the engine did not forward (the second hello
             # after a HelloRetryRequest): start again from it.
             side.stream = TcpStream(max_pending=MAX_BUFFER)
@@ -219,8 +225,11 @@ class TlsTracker:
                     if flow.pending is not None:  # a second hello (after HelloRetryRequest)
                         records.append(self._take_pending(handle, flow))
                     if flow.hellos:  # the server answers a second hello with a new ServerHello
-                        flow.sides = (flow.sides[0], _Side()) if flow.hello_dir == 0 else (
-                            _Side(), flow.sides[1])
+                        flow.sides = (
+                            (flow.sides[0], _Side())
+                            if flow.hello_dir == 0
+                            else (_Side(), flow.sides[1])
+                        )
                     flow.hellos += 1
                     record = self._record(flow, hello, ts_ns)
                     if status not in (OK, LIMIT):
@@ -342,17 +351,17 @@ class TlsTracker:
         return out
 
     def _record(self, flow: _TlsFlow, hello: dict[str, Any], ts_ns: int) -> TlsRecord:
-        caddr, cport, saddr, sport = flow.endpoints
+        client, cport, server, sport, flow_id = flow.endpoints
         ja3_hash, ja3_full = ja3(hello)
         record: TlsRecord = {
             "type": "tls",
             "ts": ts_ns / 1e9,
-            "src": addr_text(caddr),
+            "src": client,
             "sport": cport,
-            "dst": addr_text(saddr),
+            "dst": server,
             "dport": sport,
             "proto": "tcp",
-            "flow": community_id(6, caddr, saddr, cport, sport),
+            "flow": flow_id,
             **hello_fields(hello),  # type: ignore[typeddict-item]
             "version": hex16(hello["version"]),
             "ja3": ja3_hash,

@@ -51,6 +51,7 @@ ctypedef struct Flow:
     uint32_t fwd_bytes[2]       # payload bytes forwarded to Python per direction
     uint32_t next_seq[2]        # TCP: the sequence number expected next per direction
     uint32_t follow_end[2]      # TLS: where following a direction may stop by itself
+    char cid[30]                # the Community ID, "1:" + 28 base64 characters
     uint32_t gen
     int32_t prev
     int32_t next

@@ -14,13 +14,18 @@ Python objects, appended to the output list in packet order:
   hello started; for UDP, a QUIC long-header Initial. Python clears an
   interest when it has what it needs; every forwarding is capped per flow.
 - (EV_FLOW, ...) when a flow ends: idle, FIN, RST, evicted, interim, shutdown.
+
+Both flow-carrying outputs end with the client's and the server's address as
+text and the flow's Community ID, computed here once per flow.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free
 from libc.string cimport memcmp, memcpy, memset
 
+from _communityid cimport COMMUNITY_ID_LEN, community_id
 from _decode cimport (FRAGMENT, IPPROTO_TCP, IPPROTO_UDP, LAYER_FRAG, N_LAYERS, OPT_KEY_TUNNEL,
                       OPT_KEY_VLAN, Packet, decode_frame, decode_reassembled)
 from _flowtable cimport (CLASS_OTHER, CLASS_TCP, CLASS_TCP_CLOSED, CLASS_UDP, N_CLASSES,
@@ -114,6 +119,13 @@ cdef enum:
 DESC_SIZE = sizeof(FrameDesc)
 
 cdef uint64_t NS = 1000000000
+
+cdef extern from "arpa/inet.h" nogil:
+    const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
 
 
 cdef inline bint looks_like_server(uint16_t sport, uint16_t dport) noexcept nogil:
@@ -471,6 +483,12 @@ cdef class Engine:
             else:
                 sender_is_client = True
             f.a_is_client = a_is_src == sender_is_client
+            if f.a_is_client:
+                community_id(key.family, key.proto, key.a, key.port_a, key.b, key.port_b,
+                             pk.icmp_one_way, 0, f.cid)
+            else:
+                community_id(key.family, key.proto, key.b, key.port_b, key.a, key.port_a,
+                             pk.icmp_one_way, 0, f.cid)
             f.first_ns = ts
             f.vlan_id = pk.vlan_id
             f.icmp_one_way = pk.icmp_one_way
@@ -542,7 +560,7 @@ cdef class Engine:
             self._addr(f, True), self._port(f, True), self._addr(f, False), self._port(f, False),
             pk.seq, pk.tcp_flags,
             PyBytes_FromStringAndSize(<const char*>pk.payload, pk.payload_len),
-            pk.payload_wire,
+            pk.payload_wire, self._text(f, True), self._text(f, False), self._cid(f),
         ))
 
     cdef inline uint32_t _cap_of(self, Flow* f) noexcept:
@@ -620,6 +638,19 @@ cdef class Engine:
             a = &f.key.b[0]
         return PyBytes_FromStringAndSize(<const char*>a, 4 if f.key.family == 4 else 16)
 
+    cdef str _text(self, Flow* f, bint client):
+        cdef char buf[48]
+        cdef const uint8_t* a
+        if f.a_is_client == client:
+            a = &f.key.a[0]
+        else:
+            a = &f.key.b[0]
+        inet_ntop(AF_INET if f.key.family == 4 else AF_INET6, a, buf, sizeof(buf))
+        return buf.decode("ascii")
+
+    cdef inline str _cid(self, Flow* f):
+        return PyUnicode_DecodeASCII(f.cid, COMMUNITY_ID_LEN, NULL)
+
     cdef inline uint16_t _port(self, Flow* f, bint client) noexcept:
         return f.key.port_a if (f.a_is_client == client) else f.key.port_b
 
@@ -630,6 +661,7 @@ cdef class Engine:
             self._addr(f, True), self._port(f, True), self._addr(f, False), self._port(f, False),
             f.first_ns, f.last_ns, f.pkts[0], f.bytes[0], f.pkts[1], f.bytes[1],
             f.tcp_flags[0], f.tcp_flags[1], f.vlan_id, f.icmp_one_way,
+            self._text(f, True), self._text(f, False), self._cid(f),
         ))
 
     cdef void _end(self, int32_t i, int reason) noexcept:
