@@ -135,6 +135,19 @@ cdef inline void mix_ctx(Packet* pk, uint32_t value) noexcept nogil:
     pk.ctx = (pk.ctx ^ (value + 0x9E3779B9u)) * 0x01000193u
 
 
+cdef inline void clear_l4(Packet* pk) noexcept nogil:
+    """A new (inner) IP header: nothing of an outer transport header may leak into it."""
+    pk.sport = 0
+    pk.dport = 0
+    pk.tcp_flags = 0
+    pk.seq = 0
+    pk.ack = 0
+    pk.icmp_one_way = 0
+    pk.payload = NULL
+    pk.payload_len = 0
+    pk.payload_wire = 0
+
+
 cdef inline int fail(Packet* pk, int layer, int status) noexcept nogil:
     pk.err_layer = layer
     return status
@@ -390,6 +403,7 @@ cdef inline int do_ipv4(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
         total = <uint32_t>n[0]
     elif total < ihl:
         return fail(pk, LAYER_IPV4, MALFORMED)
+    clear_l4(pk)
     pk.family = 4
     memset(pk.src, 0, 32)
     memcpy(pk.src, h + 12, 4)
@@ -481,12 +495,13 @@ cdef inline int do_ipv6(const uint8_t** p, size_t* n, Packet* pk, int* nx) noexc
         return fail(pk, LAYER_IPV6, MALFORMED)
     plen = load_u16(h + 4)
     nh = h[6]
+    clear_l4(pk)
     pk.family = 6
     memcpy(pk.src, h + 8, 16)
     memcpy(pk.dst, h + 24, 16)
     p[0] += 40
     n[0] -= 40
-    if plen == 0:               # jumbogram or offloaded super-packet
+    if plen == 0 and nh == 0:   # a jumbogram (RFC 2675) or an offloaded super-packet
         plen = <uint32_t>n[0]
     pk.ip_len = plen + 40
     if n[0] > plen:
@@ -550,7 +565,8 @@ cdef inline bint udp_tunnel(const uint8_t** p, size_t* n, Packet* pk, int opts,
     cdef uint8_t flags, nxt
     cdef int i
     if pk.dport == PORT_VXLAN or pk.dport == PORT_VXLAN_LINUX:
-        if m < 8 or not (q[0] & 0x08):      # RFC 7348: the I flag must be set
+        # RFC 7348: the I flag set, the reserved byte after the VNI zero, an Ethernet header
+        if m < 8 + 14 or not (q[0] & 0x08) or q[7] != 0:
             return False
         if opts & OPT_KEY_TUNNEL:
             mix_ctx(pk, (load_u32(q + 4) >> 8) | 0x1000000u)

@@ -75,6 +75,10 @@ cdef enum:
 DESC_SIZE = sizeof(FrameDesc)
 
 
+cdef inline bint is_pcap_magic(uint32_t magic) noexcept nogil:
+    return magic == PCAP_MAGIC_US or magic == PCAP_MAGIC_NS or magic == PCAP_MAGIC_KUZNETSOV
+
+
 cdef inline uint64_t scale_ts(uint64_t ts, Interface* itf) noexcept nogil:
     """Turns a pcapng timestamp in interface units into nanoseconds."""
     cdef uint64_t mul = 1
@@ -109,6 +113,7 @@ cdef class CaptureWalker:
     cdef uint64_t skip_remaining    # bytes of an oversized skipped block still to pass
     cdef uint64_t last_ts_ns        # for Simple Packet Blocks, which carry no time
     cdef public bint stopped        # a corrupt header ended the stream
+    cdef bint saw_magic             # the first four bytes are a capture magic number
     cdef public Py_ssize_t need     # bytes the next record needs in one chunk
     cdef uint64_t _counts[N_COUNTERS]
     cdef bytearray _descs
@@ -126,6 +131,7 @@ cdef class CaptureWalker:
         self.skip_remaining = 0
         self.last_ts_ns = 0
         self.stopped = False
+        self.saw_magic = False
         self.need = 0
         memset(self._counts, 0, sizeof(self._counts))
         self._cap = 4096
@@ -148,13 +154,17 @@ cdef class CaptureWalker:
         return {name: self._counts[i] for i, name in enumerate(COUNTER_NAMES)}
 
     def finish(self, Py_ssize_t leftover):
-        """Ends the stream: leftover unconsumed bytes are a truncated record."""
-        if leftover <= 0 or self.stopped or self.skip_remaining:
+        """Ends the stream: a block still being skipped, or leftover unconsumed bytes,
+        are a truncated record (or not a capture, when not even a magic number came)."""
+        if self.stopped:
             return
-        if self.fmt == FMT_UNKNOWN:
-            self._counts[C_NOT_CAPTURE] += 1
-        else:
+        if self.skip_remaining:
             self._counts[C_TRUNCATED] += 1
+        elif leftover > 0:
+            if self.fmt == FMT_UNKNOWN and not self.saw_magic:
+                self._counts[C_NOT_CAPTURE] += 1
+            else:
+                self._counts[C_TRUNCATED] += 1
 
     def walk(self, const unsigned char[:] buf):
         """Consumes complete records of buf; returns (bytes consumed, frames described)."""
@@ -188,14 +198,16 @@ cdef class CaptureWalker:
         if n < 4:
             return 0
         magic = load_u32_order(p, False)
+        self.saw_magic = magic == BT_SHB or is_pcap_magic(magic) or is_pcap_magic(
+            load_u32_order(p, True))
         if magic == BT_SHB:
             self.fmt = FMT_PCAPNG       # the SHB is read as a block by the pcapng walk
             return 0
         if n < 24:
             return 0
-        if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAP_MAGIC_KUZNETSOV):
+        if is_pcap_magic(magic):
             self.big = False
-        elif load_u32_order(p, True) in (PCAP_MAGIC_US, PCAP_MAGIC_NS, PCAP_MAGIC_KUZNETSOV):
+        elif is_pcap_magic(load_u32_order(p, True)):
             self.big = True
         else:
             self.stopped = True

@@ -119,6 +119,8 @@ cdef int read_name(const uint8_t* msg, size_t msglen, size_t* pos, char* out,
                 pos[0] = p + 2
                 jumped = True
                 end_known[0] = True
+            if status != OK:
+                return status       # too long already, and the end is known: stop here
             hops += 1
             if hops > MAX_POINTER_HOPS:
                 return LIMIT
@@ -141,7 +143,9 @@ cdef int read_name(const uint8_t* msg, size_t msglen, size_t* pos, char* out,
             return TRUNCATED
         wire += ln + 1
         if wire + 1 > MAX_NAME_WIRE:
-            status = LIMIT          # keep walking to find the end, write no more text
+            if jumped:
+                return LIMIT        # the end in the record is known: no need to walk on
+            status = LIMIT          # walk on to the end in the record, write no more text
         if status == OK:
             if o > 0:
                 out[o] = 0x2E
