@@ -1,23 +1,18 @@
 """Capture files: open pcap/pcapng (plain, gzip, xz, bzip2, or stdin) and read frame batches.
 
-A plain regular file is mapped into memory and walked in windows, without a
-copy; pages already walked are handed back to the kernel, so resident memory
-stays one window whatever the file size. A compressed file or a pipe is read
-in large chunks into one buffer, whose incomplete tail moves to the front for
-the next read. Either way the Cython walker (ext/capfile.pyx) describes every
-complete record of a window or chunk.
+The file is read in large chunks into one buffer; the Cython walker
+(ext/capfile.pyx) describes every complete record of a chunk, and the
+incomplete tail moves to the front for the next read. Memory is one buffer,
+whatever the file size.
 """
 
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import io
 import lzma
-import mmap
 import os
-import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -57,8 +52,6 @@ class CaptureSource:
         self.chunk_size = chunk_size
         self.walker = CaptureWalker()
         self.damaged = False
-        self._map: mmap.mmap | None = None
-        self._done = 0
         try:
             if path == "-":
                 raw: BinaryIO = sys.stdin.buffer  # a BufferedReader: it can peek
@@ -76,12 +69,6 @@ class CaptureSource:
         if head not in _PCAP_MAGICS and head != _PCAPNG_MAGIC:
             self.close()
             raise CaptureError(f"{path}: not a pcap or pcapng file")
-        if self._stream is raw and path != "-" and stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
-            try:
-                self._map = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
-                self._map.madvise(mmap.MADV_SEQUENTIAL)
-            except (OSError, ValueError):
-                self._map = None  # not mappable: read it instead
 
     def _peek(self, n: int) -> bytes:
         if isinstance(self._stream, io.BufferedReader):
@@ -93,47 +80,16 @@ class CaptureSource:
     @property
     def position(self) -> int:
         """Bytes of the (possibly compressed) file read so far, for progress."""
-        if self._map is not None:
-            return self._done
         try:
             return self._raw.tell()
         except (OSError, ValueError):
             return 0
 
     def close(self) -> None:
-        if self._map is not None:
-            with contextlib.suppress(BufferError):  # a batch still holds a view: GC closes it
-                self._map.close()
         if self._stream is not self._raw:
             self._stream.close()
         if self.path != "-":
             self._raw.close()
-
-    def _mapped_batches(self, mapped: mmap.mmap) -> Iterator[FrameBatch]:
-        size = len(mapped)
-        whole = memoryview(mapped)
-        pos = 0
-        try:
-            while pos < size and not self.walker.stopped:
-                window = whole[pos : pos + max(self.chunk_size, self.walker.need)]
-                used, count = self.walker.walk(window)
-                if count:
-                    yield FrameBatch(window, self.walker.descriptors, count)
-                window.release()
-                need = self.walker.need
-                if used == 0 and (need <= self.chunk_size or pos + need > size):
-                    break  # an incomplete record at the end of the file
-                # the walked pages leave our resident set; the page cache keeps them
-                start = pos - pos % mmap.PAGESIZE
-                end = (pos + used) - (pos + used) % mmap.PAGESIZE
-                if end > start:
-                    mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
-                pos += used
-                self._done = pos
-            self.walker.finish(size - pos)
-        finally:
-            whole.release()
-            self.close()
 
     def _read_into(self, view: memoryview) -> int:
         """Fills view as far as the stream allows; returns bytes read (0 at the end).
@@ -163,10 +119,7 @@ class CaptureSource:
         return got
 
     def batches(self) -> Iterator[FrameBatch]:
-        """Yields the frames of the stream, one batch per window or chunk."""
-        if self._map is not None:
-            yield from self._mapped_batches(self._map)
-            return
+        """Yields the frames of the stream, one batch per chunk read."""
         buf = bytearray(self.chunk_size)
         filled = 0
         head = getattr(self, "_head", b"")
