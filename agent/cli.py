@@ -14,11 +14,11 @@ from agent import __version__
 from agent.capfile import CaptureError, open_sources, replay_batches
 from agent.config import Config, ConfigError, load_config
 from agent.core import Pipeline
-from agent.log import configure, get_logger
 from agent.output import JsonLinesWriter
 from agent.record import Record
 
 EXIT_USAGE = 2
+CAPTURE_PROBLEMS = ("truncated_record", "corrupt_header", "bad_block", "unknown_interface")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,8 +65,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config = _config_from(args.config)
     except ConfigError as exc:
         return _fail(f"{args.config}: invalid config: {'; '.join(exc.problems)}")
-    configure(config.log.level)
-    log = get_logger(command="replay")
     try:
         sources = open_sources(args.files)
     except CaptureError as exc:
@@ -104,9 +102,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 writer.close()
     elapsed = time.perf_counter() - started
     packets = pipeline.engine.counters()["packets"]
-    for problem in ("truncated_record", "corrupt_header", "bad_block", "unknown_interface"):
-        if capture[problem]:
-            log.warning(f"capture.{problem}", count=capture[problem])
+    problems = {p: capture[p] for p in CAPTURE_PROBLEMS if capture[p]}
+    if problems:
+        from agent.log import configure, get_logger  # structlog only when there is a warning
+
+        configure(config.log.level)
+        log = get_logger(command="replay")
+        for problem, count in problems.items():
+            log.warning(f"capture.{problem}", count=count)
     if not args.quiet:
         by_type = ", ".join(
             f"{k} {v:,}" for k, v in sorted({**pipeline.record_counts, "stats": 1}.items())
