@@ -26,7 +26,35 @@ def _num(default: float, lo: float, hi: float) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SensorConfig:
-    id: str = "tapsense"
+    id: str = ""  # empty: the host name
+
+
+@dataclass(frozen=True, slots=True)
+class ShipConfig:
+    url: str = ""  # tcp://HOST:PORT or tls://HOST:PORT; empty: no shipping
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    window_s: float = _num(10.0, 1, 3600)
+    records: bool = True
+    spool_dir: str = "/var/lib/tapsense/spool"
+    spool_max_mb: float = _num(256.0, 1, 1 << 20)
+    fsync: str = field(default="batch", metadata={"choices": ("batch", "never")})
+    timeout_s: float = _num(60.0, 0, 86400)
+    backoff_max_s: float = _num(30.0, 1, 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectConfig:
+    listen: str = "127.0.0.1:7443"
+    db: str = "tapsense.db"
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""  # with a CA, sensors must present a certificate it signed (mutual TLS)
+    max_frame_mb: float = _num(16.0, 0.01, 1024)
+    hello_timeout_s: float = _num(10.0, 0.1, 3600)
+    frame_timeout_s: float = _num(30.0, 0.1, 3600)
+    idle_timeout_s: float = _num(600.0, 1, 86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,8 @@ class Config:
     flow: FlowConfig = field(default_factory=FlowConfig)
     fragments: FragmentConfig = field(default_factory=FragmentConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    ship: ShipConfig = field(default_factory=ShipConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

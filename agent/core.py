@@ -31,6 +31,7 @@ from agent.engine import (
 from agent.flow import flow_record
 from agent.quic import QuicTracker
 from agent.record import Record, StatsRecord
+from agent.summary import Summariser
 from agent.tls import TlsTracker
 
 _END_INTERIM = END_NAMES.index("interim")
@@ -80,6 +81,8 @@ class Pipeline:
             lambda handle, dirn: engine.clear_interest(handle, INT_FOLLOW_UP << dirn),
         )
         self.quic = QuicTracker(self.stats)
+        self.summary: Summariser | None = None  # set by a caller that ships batches
+        self.batches: list[dict[str, Any]] = []
 
     def feed(self, batch: FrameBatch) -> list[Record]:
         return self._handle(self.engine.feed(batch.data, batch.descs, batch.count))
@@ -91,10 +94,21 @@ class Pipeline:
         records: list[Record] = [*self.dns.drain(), *self.tls.drain()]
         self.quic.drain()
         self._count(records)
-        return records + self._handle(self.engine.flush())
+        records += self._handle(self.engine.flush(), summarise=False)
+        if self.summary is not None:
+            self.summary.add(records)
+            self.batches += self.summary.flush(self.engine.now_ns)
+        return records
 
-    def _handle(self, outputs: list[tuple[Any, ...]]) -> list[Record]:
+    def take_batches(self) -> list[dict[str, Any]]:
+        """The batches of the windows closed so far (with a summariser set)."""
+        batches, self.batches = self.batches, []
+        return batches
+
+    def _handle(self, outputs: list[tuple[Any, ...]], summarise: bool = True) -> list[Record]:
         records: list[Record] = []
+        summary = self.summary if summarise else None
+        added = 0  # records already handed to the summariser
         for event in outputs:
             kind = event[0]
             if kind == EV_FLOW:
@@ -117,6 +131,12 @@ class Pipeline:
             else:
                 records.extend(self.dns.on_tick(event[1]))
                 records.extend(self.tls.on_tick(event[1]))
+                if summary is not None:  # windows close on ticks: the same whatever the batching
+                    summary.add(records[added:])
+                    added = len(records)
+                    self.batches += summary.tick(event[1])
+        if summary is not None:
+            summary.add(records[added:])
         self._count(records)
         return records
 

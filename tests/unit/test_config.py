@@ -67,7 +67,7 @@ def problems_of(text: str) -> list[str]:
 
 def test_defaults() -> None:
     config = Config()
-    assert config.sensor.id == "tapsense"
+    assert config.sensor.id == ""  # the host name
     assert config.flow == FlowConfig(
         max_flows=131072,
         tcp_timeout_s=300.0,

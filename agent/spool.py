@@ -1,0 +1,163 @@
+"""The on-disk spool: every batch not yet acknowledged by the collector, bounded in size.
+
+One file per batch (the framed message, ready to send) in one directory, written to a
+temporary name and renamed into place, so a crash (`kill -9`) leaves whole batches or
+none. Durability (`fsync`): "batch" syncs each file and the directory before the batch
+counts as spooled, so it survives a power loss too; "never" leaves that to the kernel,
+which is enough to survive the death of the process but not of the machine. When the
+spool would exceed `max_bytes`, the oldest batches are dropped, and what is dropped is
+counted. A restarted sensor finds its unacknowledged batches and sends them again; the
+collector keeps one copy of each (sensor, stream, seq).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.wire import FrameReader, WireError
+
+SUFFIX = ".batch"
+STATE = "state.json"
+
+
+@dataclass(slots=True)
+class Entry:
+    path: Path
+    size: int
+    records: int
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, fsync: str = "batch") -> None:
+        if fsync not in ("batch", "never"):
+            raise ValueError(f"fsync must be 'batch' or 'never', not {fsync!r}")
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, int], Entry] = OrderedDict()
+        self._bytes = 0
+        self._order = 0
+        self.counters = {
+            "spooled": 0,
+            "acked": 0,
+            "dropped_batches": 0,
+            "dropped_records": 0,
+            "recovered": 0,
+            "unreadable": 0,
+        }
+        self._recover()
+
+    def _recover(self) -> None:
+        """Indexes the batches a previous run left, oldest first."""
+        for tmp in self.directory.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)  # a write the crash interrupted
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            try:
+                data = path.read_bytes()
+                [message] = FrameReader().feed(data)
+                key = (str(message["stream"]), int(message["seq"]))
+                count = int(message.get("count", 0))
+            except (OSError, WireError, ValueError, KeyError, TypeError):
+                self.counters["unreadable"] += 1
+                path.unlink(missing_ok=True)
+                continue
+            self._entries[key] = Entry(path, len(data), count)
+            self._bytes += len(data)
+            self._order = max(self._order, int(path.stem.split("-")[0]) + 1)
+            self.counters["recovered"] += 1
+
+    @property
+    def size(self) -> int:
+        """Bytes of the batches in the spool."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, stream: str, seq: int, framed: bytes, records: int) -> None:
+        """Stores a batch (its frame) until it is acknowledged; drops the oldest to fit."""
+        with self._lock:
+            key = (stream, seq)
+            if key in self._entries:
+                return
+            while self._entries and self._bytes + len(framed) > self.max_bytes:
+                _old_key, old = self._entries.popitem(last=False)
+                old.path.unlink(missing_ok=True)
+                self._bytes -= old.size
+                self.counters["dropped_batches"] += 1
+                self.counters["dropped_records"] += old.records
+            if len(framed) > self.max_bytes:
+                self.counters["dropped_batches"] += 1
+                self.counters["dropped_records"] += records
+                return
+            path = self.directory / f"{self._order:016d}-{seq}{SUFFIX}"
+            self._order += 1
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as out:
+                out.write(framed)
+                if self.fsync == "batch":
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, path)
+            if self.fsync == "batch":
+                self._sync_directory()
+            self._entries[key] = Entry(path, len(framed), records)
+            self._bytes += len(framed)
+            self.counters["spooled"] += 1
+
+    def pending(self) -> list[tuple[tuple[str, int], bytes]]:
+        """The batches waiting, oldest first, with their frames."""
+        with self._lock:
+            items = list(self._entries.items())
+        out = []
+        for key, entry in items:
+            try:
+                out.append((key, entry.path.read_bytes()))
+            except FileNotFoundError:
+                continue  # dropped or acknowledged meanwhile
+        return out
+
+    def ack(self, stream: str, seq: int) -> None:
+        with self._lock:
+            entry = self._entries.pop((stream, seq), None)
+            if entry is None:
+                return
+            entry.path.unlink(missing_ok=True)
+            self._bytes -= entry.size
+            self.counters["acked"] += 1
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # --- the sequence numbers of a live stream survive restarts ----------------------------
+
+    def next_seq(self, stream: str) -> int:
+        try:
+            state = json.loads((self.directory / STATE).read_text())
+            return int(state.get(stream, 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def save_next_seq(self, stream: str, seq: int) -> None:
+        path = self.directory / STATE
+        try:
+            state = json.loads(path.read_text())
+            if not isinstance(state, dict):
+                state = {}
+        except (OSError, ValueError):
+            state = {}
+        state[stream] = seq
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
