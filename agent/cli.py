@@ -227,6 +227,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_NOT_SHIPPED
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from agent.daemon import main_run
+
+    config = _config_from(args.config)
+    if args.interface:
+        config = replace(config, capture=replace(config.capture, interfaces=tuple(args.interface)))
+    if args.events:
+        config = replace(config, daemon=replace(config.daemon, events=args.events))
+    if args.workers:
+        config = replace(config, capture=replace(config.capture, workers=args.workers))
+    return main_run(config, Path(args.config) if args.config else None)
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from agent.collect import Collector, server_context
     from agent.store import Store
@@ -339,6 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary, no progress bar")
     replay.set_defaults(func=cmd_replay)
+
+    run = sub.add_parser("run", help="capture live on interfaces (the daemon)")
+    run.add_argument("--config", metavar="PATH", help="TOML config (SIGHUP reloads it)")
+    run.add_argument(
+        "--interface",
+        metavar="NAME",
+        action="append",
+        help="capture on NAME (repeatable; overrides capture.interfaces)",
+    )
+    run.add_argument("--events", metavar="PATH", help="records as JSON Lines (- for stdout)")
+    run.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        choices=range(1, 65),
+        help="worker processes (overrides capture.workers)",
+    )
+    run.set_defaults(func=cmd_run)
 
     collect = sub.add_parser("collect", help="receive batches from sensors into SQLite")
     collect.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:7443")

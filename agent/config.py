@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 
 class ConfigError(Exception):
@@ -58,6 +58,25 @@ class CollectConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    interfaces: tuple[str, ...] = ()
+    workers: int = _num(1, 1, 64)
+    block_size_kb: int = field(default=1024, metadata={"min": 4, "max": 65536, "multiple": 4})
+    block_count: int = _num(64, 2, 65536)
+    block_timeout_ms: int = _num(100, 1, 60000)
+    promisc: bool = True
+    bpf: str = ""
+    fanout_group: int = _num(0, 0, 0xFFFF)  # 0: one derived from the process id
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    user: str = "nobody"  # a daemon started as root becomes this user once its sockets are open
+    events: str = ""  # records as JSON Lines to this path too ("" none, "-" stdout)
+    stop_timeout_s: float = _num(20.0, 1, 600)
+
+
+@dataclass(frozen=True, slots=True)
 class FlowConfig:
     max_flows: int = _num(131072, 1, 1 << 26)
     tcp_timeout_s: float = _num(300.0, 1, 86400)
@@ -92,6 +111,8 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     sensor: SensorConfig = field(default_factory=SensorConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     fragments: FragmentConfig = field(default_factory=FragmentConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -119,6 +140,12 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
         if isinstance(want, type) and hasattr(want, "__dataclass_fields__"):
             values[name] = want(**_check_section(want, value, f"{prefix}.{name}", problems))
             continue
+        if get_origin(want) is tuple:  # a list of strings
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append(f"{prefix}.{name}: expected a list of strings, got {value!r}")
+            else:
+                values[name] = tuple(value)
+            continue
         ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
@@ -131,6 +158,10 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
             continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             problems.append(f"{prefix}.{name}: {value!r} is outside [{lo}, {hi}]")
+            continue
+        multiple = f.metadata.get("multiple")
+        if multiple and value % multiple:
+            problems.append(f"{prefix}.{name}: {value!r} is not a multiple of {multiple}")
             continue
         choices = f.metadata.get("choices")
         if choices and value not in choices:

@@ -18,4 +18,6 @@ def test_example_config_is_valid_and_complete() -> None:
         defaults = getattr(Config(), section.name)
         for option in fields(defaults):
             assert option.name in raw[section.name], f"{section.name}.{option.name} missing"
-            assert raw[section.name][option.name] == getattr(defaults, option.name)
+            default = getattr(defaults, option.name)
+            value = raw[section.name][option.name]
+            assert (tuple(value) if isinstance(value, list) else value) == default
