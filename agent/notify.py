@@ -3,6 +3,7 @@ STOPPING, WATCHDOG and STATUS lines over the datagram socket in $NOTIFY_SOCKET."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -24,11 +25,9 @@ class Notifier:
     def send(self, *lines: str) -> None:
         if not self._address:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto("\n".join(lines).encode(), self._address)
-            except OSError:
-                pass  # systemd went away: nothing to tell
+        # systemd gone away means nothing to tell
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.sendto("\n".join(lines).encode(), self._address)
 
     def ready(self, status: str = "") -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))
