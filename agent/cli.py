@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
@@ -63,10 +64,24 @@ def sensor_id(config: Config) -> str:
     return config.sensor.id or socket.gethostname()
 
 
-def replay_stream(sources: list[CaptureSource]) -> str:
-    """A name for the batches of a replay, the same for the same input files: a replay that
-    is killed and run again ships the same (stream, seq) pairs, which the collector stores once."""
+_NOT_SHAPING = frozenset({"ship", "collect", "log", "daemon", "capture"})
+
+
+def _batch_shaping(config: Config) -> tuple[object, ...]:
+    """The settings that change what a batch holds (not where or how it is sent)."""
+    sections = [
+        getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_SHAPING
+    ]
+    return (*sections, config.ship.window_s, config.ship.records)
+
+
+def replay_stream(sources: list[CaptureSource], config: Config) -> str:
+    """A name for the batches of a replay, the same for the same input files and settings: a
+    replay that is killed and run again ships the same (stream, seq) pairs, which the collector
+    stores once. Settings that change what a batch holds change the name, so a rerun with
+    another window never reuses sequence numbers for different contents."""
     digest = hashlib.sha1()
+    digest.update(repr(_batch_shaping(config)).encode())
     for source in sources:
         if source.path == "-":
             digest.update(f"stdin:{time.time_ns()}".encode())
@@ -150,7 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         pipeline.summary = Summariser(
             sensor=sensor_id(config),
-            stream=args.stream or replay_stream(sources),
+            stream=args.stream or replay_stream(sources, config),
             window_s=config.ship.window_s,
             records=config.ship.records,
             stats=lambda: dict(

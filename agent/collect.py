@@ -106,7 +106,9 @@ class Collector:
         try:
             if self.tls is not None:
                 try:
-                    await asyncio.wait_for(writer.start_tls(self.tls), self.hello_timeout_s)
+                    # Awaited directly, not through wait_for: a task would start the switch one
+                    # loop step late, and bytes of the ClientHello already read would be lost.
+                    await writer.start_tls(self.tls, ssl_handshake_timeout=self.hello_timeout_s)
                 except (ssl.SSLError, OSError, TimeoutError) as exc:
                     self.counters["tls_refused"] += 1
                     self.log.warning("collect.tls_refused", peer=peer, error=str(exc))

@@ -92,6 +92,7 @@ class Shipper:
             "failures": 0,
         }
         self._context = target.context() if target.scheme == "tls" else None
+        self._live: socket.socket | None = None  # the connection close() must interrupt
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tapsense-ship", daemon=True)
@@ -130,6 +131,10 @@ class Shipper:
         self._stop.set()
         with self._wake:
             self._wake.notify()
+        live = self._live
+        if live is not None:  # a collector that accepted but never answers holds recv()
+            with contextlib.suppress(OSError):
+                live.shutdown(socket.SHUT_RDWR)
         if self._thread.is_alive():
             self._thread.join(timeout=self.ack_timeout_s + 5)
 
@@ -150,6 +155,7 @@ class Shipper:
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             backoff = 0.5
+            self._live = sock
             try:
                 self._session(sock)
             except (OSError, WireError, TimeoutError) as exc:
@@ -157,6 +163,7 @@ class Shipper:
                 self.log.warning("ship.failed", collector=self._address(), error=str(exc))
                 self._stop.wait(0.2)
             finally:
+                self._live = None
                 with contextlib.suppress(OSError):
                     sock.close()
 
@@ -167,9 +174,11 @@ class Shipper:
         sock = socket.create_connection(
             (self.target.host, self.target.port), timeout=self.connect_timeout_s
         )
+        self._live = sock
         try:
             if self._context is not None:
                 sock = self._context.wrap_socket(sock, server_hostname=self.target.host)
+                self._live = sock
             sock.settimeout(self.ack_timeout_s)
             sock.sendall(
                 frame(
@@ -185,6 +194,7 @@ class Shipper:
             if reply.get("type") != "welcome":
                 raise WireError(f"collector refused the hello: {reply.get('reason', reply)}")
         except BaseException:
+            self._live = None
             sock.close()
             raise
         self.counters["connects"] += 1

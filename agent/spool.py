@@ -23,6 +23,7 @@ from agent.wire import FrameReader, WireError
 
 SUFFIX = ".batch"
 STATE = "state.json"
+EVICTED_REMEMBERED = 4096  # evicted keys whose late acks are still recognised
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class Spool:
         self._entries: OrderedDict[tuple[str, int], Entry] = OrderedDict()
         self._bytes = 0
         self._order = 0
+        self._evicted: OrderedDict[tuple[str, int], int] = OrderedDict()
         self.counters = {
             "spooled": 0,
             "acked": 0,
@@ -87,16 +89,17 @@ class Spool:
             key = (stream, seq)
             if key in self._entries:
                 return
+            if len(framed) > self.max_bytes:  # could never fit: keep what is there
+                self.counters["dropped_batches"] += 1
+                self.counters["dropped_records"] += records
+                return
             while self._entries and self._bytes + len(framed) > self.max_bytes:
-                _old_key, old = self._entries.popitem(last=False)
+                old_key, old = self._entries.popitem(last=False)
                 old.path.unlink(missing_ok=True)
                 self._bytes -= old.size
                 self.counters["dropped_batches"] += 1
                 self.counters["dropped_records"] += old.records
-            if len(framed) > self.max_bytes:
-                self.counters["dropped_batches"] += 1
-                self.counters["dropped_records"] += records
-                return
+                self._remember_evicted(old_key, old.records)
             path = self.directory / f"{self._order:016d}-{seq}{SUFFIX}"
             self._order += 1
             tmp = path.with_suffix(".tmp")
@@ -124,10 +127,22 @@ class Spool:
                 continue  # dropped or acknowledged meanwhile
         return out
 
+    def _remember_evicted(self, key: tuple[str, int], records: int) -> None:
+        # A batch may be on the wire when it is evicted; if its ack comes, it was delivered
+        # after all and must not stay counted as dropped.
+        self._evicted[key] = records
+        while len(self._evicted) > EVICTED_REMEMBERED:
+            self._evicted.popitem(last=False)
+
     def ack(self, stream: str, seq: int) -> None:
         with self._lock:
             entry = self._entries.pop((stream, seq), None)
             if entry is None:
+                records = self._evicted.pop((stream, seq), None)
+                if records is not None:
+                    self.counters["dropped_batches"] -= 1
+                    self.counters["dropped_records"] -= records
+                    self.counters["acked"] += 1
                 return
             entry.path.unlink(missing_ok=True)
             self._bytes -= entry.size
