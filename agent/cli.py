@@ -168,6 +168,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             stream=args.stream or replay_stream(sources, config),
             window_s=config.ship.window_s,
             records=config.ship.records,
+            compression=config.ship.compression,
             stats=lambda: dict(
                 pipeline.stats_record(capture=dict(capture), shipping=shipper.stats())
             ),

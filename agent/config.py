@@ -37,6 +37,7 @@ class ShipConfig:
     key: str = ""
     window_s: float = _num(10.0, 1, 3600)
     records: bool = True
+    compression: str = field(default="zlib", metadata={"choices": ("zlib", "none")})
     spool_dir: str = "/var/lib/tapsense/spool"
     spool_max_mb: float = _num(256.0, 1, 1 << 20)
     fsync: str = field(default="batch", metadata={"choices": ("batch", "never")})

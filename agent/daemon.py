@@ -172,6 +172,7 @@ class Worker:
             stream=stream,
             window_s=ship.window_s,
             records=ship.records,
+            compression=ship.compression,
             first_seq=spool.next_seq(stream),
             heartbeat=True,
             stats=lambda: dict(self._stats_record()),

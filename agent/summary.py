@@ -63,6 +63,7 @@ class Summariser:
         stats: Callable[[], dict[str, Any]],
         window_s: float = 10.0,
         records: bool = True,
+        compression: str = "zlib",
         first_seq: int = 0,
         heartbeat: bool = False,
     ) -> None:
@@ -72,6 +73,7 @@ class Summariser:
         self.stream = stream
         self.window_ns = int(window_s * NS)
         self.keep_records = records
+        self.compression = compression
         self.next_seq = first_seq
         self.heartbeat = heartbeat
         self._stats = stats
@@ -111,9 +113,10 @@ class Summariser:
             seq=self.next_seq,
             window=(start_ns / NS, end_ns / NS),
             records=records if self.keep_records else None,
+            count=len(records),
             rollups=rollups(records),
             stats=self._stats(),
+            compression=self.compression,
         )
-        message["count"] = len(records)
         self.next_seq += 1
         return message

@@ -12,14 +12,17 @@ from __future__ import annotations
 import base64
 import socket
 import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
 
-SCHEMA = 1  # written by this version
-SCHEMA_VERSIONS = (1,)  # read by this version
+SCHEMA = 2  # written by this version
+SCHEMA_VERSIONS = (1, 2)  # read by this version
 MAX_FRAME = 16 << 20  # bytes; a larger length prefix is an error
+MAX_INFLATED = 64 << 20  # bytes a compressed table map may inflate to (a zip bomb stops here)
+COMPRESSIONS = ("zlib", "none")
 _LENGTH = struct.Struct("!I")
 
 ADDRESS_FIELDS = frozenset(("src", "dst"))
@@ -64,9 +67,9 @@ class FrameReader:
         return out
 
 
-def parse_message(body: bytes) -> dict[str, Any]:
+def _unpack(body: bytes) -> Any:
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True)
     except (
         ValueError,
         msgpack.ExtraData,
@@ -76,6 +79,10 @@ def parse_message(body: bytes) -> dict[str, Any]:
         TypeError,
     ) as exc:
         raise WireError(f"not msgpack: {exc}") from None
+
+
+def parse_message(body: bytes) -> dict[str, Any]:
+    message = _unpack(body)
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise WireError("a message is a map with a string 'type'")
     return message
@@ -104,15 +111,19 @@ def _unpack_flow_id(raw: bytes) -> str:
 def encode_records(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Records as tables: {type: {"fields": [...], "rows": [[...], ...]}}."""
     tables: dict[str, dict[str, Any]] = {}
+    shapes: dict[str, set[tuple[str, ...]]] = {}  # key orders seen per type
     for record in records:
         kind = record["type"]
         table = tables.get(kind)
+        keys = tuple(record)
         if table is None:
-            fields = [f for f in record if f != "type"]
+            fields = [f for f in keys if f != "type"]
             table = tables[kind] = {"fields": fields, "rows": []}
+            shapes[kind] = {keys}
         fields = table["fields"]
-        if len(fields) != len(record) - 1:  # a record with other fields: widen the table
-            for f in record:
+        if keys not in shapes[kind]:  # a record with other fields: widen the table
+            shapes[kind].add(keys)
+            for f in keys:
                 if f != "type" and f not in fields:
                     fields.append(f)
         row = []
@@ -185,10 +196,17 @@ def batch_message(
     seq: int,
     window: tuple[float, float],
     records: Sequence[Mapping[str, Any]] | None,
+    count: int,
     rollups: dict[str, Any],
     stats: dict[str, Any],
+    compression: str = "zlib",
 ) -> dict[str, Any]:
-    """A batch (schema version SCHEMA); records None ships rollups only."""
+    """A batch (schema version SCHEMA); records None ships rollups only. With compression
+    "zlib" the tables travel deflated (schema 2): records repeat names, fingerprints and
+    addresses across rows, which deflate removes several times better than columns alone."""
+    tables: dict[str, Any] | bytes = encode_records(records) if records is not None else {}
+    if compression == "zlib" and tables:
+        tables = zlib.compress(msgpack.packb(tables, use_bin_type=True), 6)
     return {
         "type": "batch",
         "schema": SCHEMA,
@@ -196,9 +214,10 @@ def batch_message(
         "stream": stream,
         "seq": seq,
         "window": [window[0], window[1]],
-        "tables": encode_records(records) if records is not None else {},
+        "tables": tables,
         "rollups": rollups,
         "stats": stats,
+        "count": count,
     }
 
 
@@ -208,9 +227,10 @@ _BATCH_TYPES: dict[str, type | tuple[type, ...]] = {
     "stream": str,
     "seq": int,
     "window": list,
-    "tables": dict,
+    "tables": (dict, bytes),
     "rollups": dict,
     "stats": dict,
+    "count": int,
 }
 
 
@@ -226,8 +246,12 @@ def decode_batch(message: dict[str, Any]) -> dict[str, Any]:
         raise WireError(f"batch: schema version {message['schema']} is not supported")
     if not 0 <= message["seq"] < 1 << 63:
         raise WireError("batch: seq out of range")
+    if not 0 <= message["count"] < 1 << 63:
+        raise WireError("batch: count out of range")
     window = message["window"]
-    if len(window) != 2 or not all(isinstance(w, int | float) for w in window):
+    if len(window) != 2 or not all(
+        isinstance(w, int | float) and not isinstance(w, bool) for w in window
+    ):
         raise WireError("batch: window must be [start, end]")
     if not message["sensor"] or len(message["sensor"]) > 200 or len(message["stream"]) > 200:
         raise WireError("batch: sensor and stream must be 1 to 200 characters")
@@ -238,9 +262,26 @@ def decode_batch(message: dict[str, Any]) -> dict[str, Any]:
             raise WireError(f"batch: rollups.{name} rows do not fit {name}")
     if not _plain(message["stats"]):
         raise WireError("batch: stats must be plain values")
+    tables = message["tables"]
+    if isinstance(tables, bytes):
+        if message["schema"] < 2:
+            raise WireError("batch: compressed tables need schema 2")
+        tables = _inflate_tables(tables)
     out = dict(message)
-    out["records"] = decode_records(message["tables"])
+    out["tables"] = tables
+    out["records"] = decode_records(tables)
     return out
+
+
+def _inflate_tables(deflated: bytes) -> Any:
+    inflater = zlib.decompressobj()
+    try:
+        packed = inflater.decompress(deflated, MAX_INFLATED)
+    except zlib.error as exc:
+        raise WireError(f"batch: tables do not inflate: {exc}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise WireError(f"batch: tables inflate past {MAX_INFLATED} bytes or are cut short")
+    return _unpack(packed)
 
 
 _NUMBER = (int, float)

@@ -324,6 +324,7 @@ def write_config(
     spool_max_mb: float | None = None,
     fsync: str | None = None,
     backoff_max_s: float = 1.0,
+    compression: str | None = None,
 ) -> Path:
     """A TOML config with [sensor] and [ship] settings for `agent replay --ship`."""
     lines = [
@@ -338,6 +339,8 @@ def write_config(
         lines.append(f"spool_max_mb = {float(spool_max_mb)}")
     if fsync is not None:
         lines.append(f'fsync = "{fsync}"')
+    if compression is not None:
+        lines.append(f'compression = "{compression}"')
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -533,9 +536,9 @@ def make_batches(
 
 def batch_records(batch: Mapping[str, Any]) -> Counter[str]:
     """The records a batch carries, as a multiset of canonical JSON."""
-    from agent.wire import decode_records
+    from agent.wire import decode_batch
 
-    return Counter(canonical(r) for r in decode_records(batch["tables"]))
+    return Counter(canonical(r) for r in decode_batch(dict(batch))["records"])
 
 
 class ListLog:

@@ -468,7 +468,7 @@ def test_replay_spool_overflow_counts_what_it_dropped(
             big_mix,
             url=_tcp(everything.port),
             spool=tmp_path / "spool-all",
-            config=write_config(tmp_path / "all.toml"),
+            config=write_config(tmp_path / "all.toml", compression="none"),
             stream="overflow",
             ship_timeout_s=60,
         )
@@ -476,7 +476,8 @@ def test_replay_spool_overflow_counts_what_it_dropped(
     assert full.returncode == 0, full.stderr
     records_of = {seq: n for _s, _t, seq, n in stored_batches(everything.db)}
 
-    # the same replay with no collector and a 1 MiB spool
+    # the same replay with no collector and a 1 MiB spool (plain tables: deflated, the
+    # batches of this capture would all fit)
     port = free_port()
     spool = tmp_path / "spool"
     events = tmp_path / "events.jsonl"
@@ -485,7 +486,7 @@ def test_replay_spool_overflow_counts_what_it_dropped(
             big_mix,
             url=_tcp(port),
             spool=spool,
-            config=write_config(tmp_path / "small.toml", spool_max_mb=1),
+            config=write_config(tmp_path / "small.toml", spool_max_mb=1, compression="none"),
             events=events,
             stream="overflow",
             ship_timeout_s=0,
