@@ -163,12 +163,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if shipper is not None:
         from agent.summary import Summariser
 
-        pipeline.summary = Summariser(
+        pipeline.summary = Summariser.from_config(
+            config,
             sensor=sensor_id(config),
             stream=args.stream or replay_stream(sources, config),
-            window_s=config.ship.window_s,
-            records=config.ship.records,
-            compression=config.ship.compression,
             stats=lambda: dict(
                 pipeline.stats_record(capture=dict(capture), shipping=shipper.stats())
             ),

@@ -8,6 +8,7 @@ print them all.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -104,6 +105,33 @@ class DnsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributionConfig:
+    enabled: bool = True
+    services_files: tuple[str, ...] = ()
+    dns_cache_s: float = _num(3600.0, 1, 7 * 86400)
+    dns_cache_entries: int = _num(262144, 16, 1 << 24)
+
+
+@dataclass(frozen=True, slots=True)
+class IntelConfig:
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    clients: str = field(default="keep", metadata={"choices": ("keep", "cryptopan", "truncate")})
+    key_file: str = "/var/lib/tapsense/cryptopan.key"
+    truncate_v4: int = _num(24, 0, 32)
+    truncate_v6: int = _num(48, 0, 128)
+    local_nets: tuple[str, ...] = field(default=(), metadata={"cidrs": True})
+
+
+@dataclass(frozen=True, slots=True)
+class RollupConfig:
+    clients: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
     stats_interval_s: float = _num(60.0, 1, 86400)
@@ -119,6 +147,10 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     ship: ShipConfig = field(default_factory=ShipConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    intel: IntelConfig = field(default_factory=IntelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    rollups: RollupConfig = field(default_factory=RollupConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -144,8 +176,12 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
         if get_origin(want) is tuple:  # a list of strings
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problems.append(f"{prefix}.{name}: expected a list of strings, got {value!r}")
-            else:
-                values[name] = tuple(value)
+                continue
+            bad = [v for v in value if f.metadata.get("cidrs") and not _is_network(v)]
+            if bad:
+                problems.append(f"{prefix}.{name}: not a network (CIDR): {', '.join(bad)}")
+                continue
+            values[name] = tuple(value)
             continue
         ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -170,6 +206,14 @@ def _check_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> dic
             continue
         values[name] = value
     return values
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_config(text: str) -> Config:

@@ -28,6 +28,7 @@ from agent.engine import (
     Engine,
     FrameBatch,
 )
+from agent.enrich import Enricher
 from agent.flow import flow_record
 from agent.quic import QuicTracker
 from agent.record import Record, StatsRecord
@@ -47,6 +48,9 @@ _CAP_COUNTERS = {
     "quic_cap_hits": "quic_initials_per_flow",
     "quic.flows_evicted": "quic_flows_evicted",
     "quic.connections_evicted": "quic_connections_evicted",
+    "attribution.dns_cache_evicted": "dns_answers_evicted",
+    "attribution.long_flows_evicted": "dns_named_flows_evicted",
+    "intel.dedupe_evicted": "intel_dedupe_evicted",
 }
 
 
@@ -81,19 +85,31 @@ class Pipeline:
             lambda handle, dirn: engine.clear_interest(handle, INT_FOLLOW_UP << dirn),
         )
         self.quic = QuicTracker(self.stats)
+        self.enrich = Enricher(self.config, self.stats)
         self.summary: Summariser | None = None  # set by a caller that ships batches
         self.batches: list[dict[str, Any]] = []
 
     def feed(self, batch: FrameBatch) -> list[Record]:
-        return self._handle(self.engine.feed(batch.data, batch.descs, batch.count))
+        engine = self.engine
+        if self.summary is None:
+            return self._handle(engine.feed(batch.data, batch.descs, batch.count))
+        # A window closes on a tick; stopping the engine there gives the window's stats as
+        # they were at its end, not after the rest of this batch.
+        records: list[Record] = []
+        start = 0
+        while True:
+            records += self._handle(engine.feed(batch.data, batch.descs, batch.count, start, True))
+            start = engine.consumed
+            if start >= batch.count:
+                return records
 
     def tick(self, now_ns: int) -> list[Record]:
         return self._handle(self.engine.tick(now_ns))
 
     def drain(self) -> list[Record]:
         records: list[Record] = [*self.dns.drain(), *self.tls.drain()]
+        self._enriched(records, 0)
         self.quic.drain()
-        self._count(records)
         records += self._handle(self.engine.flush(), summarise=False)
         if self.summary is not None:
             self.summary.add(records)
@@ -131,14 +147,25 @@ class Pipeline:
             else:
                 records.extend(self.dns.on_tick(event[1]))
                 records.extend(self.tls.on_tick(event[1]))
+                fresh = self._enriched(records, added)
+                added = len(records)
+                self.enrich.tick(event[1] / 1e9)
                 if summary is not None:  # windows close on ticks: the same whatever the batching
-                    summary.add(records[added:])
-                    added = len(records)
+                    summary.add(fresh)
                     self.batches += summary.tick(event[1])
+        fresh = self._enriched(records, added)
         if summary is not None:
-            summary.add(records[added:])
-        self._count(records)
+            summary.add(fresh)
         return records
+
+    def _enriched(self, records: list[Record], start: int) -> list[Record]:
+        """Enriches records[start:] in place (intel hits join them); returns that part."""
+        fresh = records[start:]
+        if self.enrich.active:
+            fresh = self.enrich(fresh)
+            records[start:] = fresh
+        self._count(fresh)
+        return fresh
 
     def _name(self, handle: int, *, keep: bool) -> tuple[str, str] | None:
         """The name that identifies a flow's service, and its source (tls or quic)."""
@@ -178,5 +205,9 @@ class Pipeline:
             "dns": {k[4:]: v for k, v in self.stats.items() if k.startswith("dns.")},
             "tls": {k[4:]: v for k, v in self.stats.items() if k.startswith("tls.")},
             "quic": {k[5:]: v for k, v in self.stats.items() if k.startswith("quic.")},
+            "attribution": {
+                k[12:]: v for k, v in self.stats.items() if k.startswith("attribution.")
+            },
+            "intel": {k[6:]: v for k, v in self.stats.items() if k.startswith("intel.")},
             "shipping": dict(shipping or {}),
         }

@@ -167,15 +167,13 @@ class Worker:
             log=self.log,
             backoff_max_s=ship.backoff_max_s,
         )
-        self.pipeline.summary = Summariser(
+        self.pipeline.summary = Summariser.from_config(
+            self.config,
             sensor=sensor_id(self.config),
             stream=stream,
-            window_s=ship.window_s,
-            records=ship.records,
-            compression=ship.compression,
+            stats=lambda: dict(self._stats_record()),
             first_seq=spool.next_seq(stream),
             heartbeat=True,
-            stats=lambda: dict(self._stats_record()),
         )
         self.stream = stream
         return shipper

@@ -56,6 +56,9 @@ FLAG_BITS = (
     ("cd", 0x0010),
 )
 PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
+# answer types: RFC 1035 section 3.2.2 (A, CNAME) and RFC 3596 section 2.1 (AAAA)
+TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
+ADDRESS_TYPES = frozenset((TYPE_A, TYPE_AAAA))
 TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
 
 

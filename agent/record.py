@@ -9,7 +9,7 @@ no conversion. Every record has `type` and `ts` (epoch seconds); all but
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class FlowEndpoints(TypedDict):
@@ -23,7 +23,15 @@ class FlowEndpoints(TypedDict):
     flow: str
 
 
-class DnsRecord(FlowEndpoints):
+class Attributed(TypedDict):
+    """What attribution adds to a named record (agent/attribution.py), when it is on."""
+
+    service: NotRequired[str | None]  # the service id of agent/data/services.toml
+    category: NotRequired[str | None]
+    domain: NotRequired[str | None]  # the registrable domain (Public Suffix List)
+
+
+class DnsRecord(FlowEndpoints, Attributed):
     """One DNS transaction: a query and its response, or a lone query or response."""
 
     transport: str  # "udp" or "tcp"
@@ -46,7 +54,7 @@ class DnsRecord(FlowEndpoints):
     problem: str | None
 
 
-class FlowRecord(FlowEndpoints):
+class FlowRecord(FlowEndpoints, Attributed):
     """A flow, or one period of a long flow when `end` is "interim" (counters per period)."""
 
     ts_end: float
@@ -59,7 +67,7 @@ class FlowRecord(FlowEndpoints):
     tcp_flags_down: str | None
     vlan: int | None
     name: str | None
-    name_source: str | None
+    name_source: str | None  # "tls", "quic" (the SNI) or "dns" (an answer for dst)
 
 
 class _HelloFields(TypedDict):
@@ -78,7 +86,7 @@ class _HelloFields(TypedDict):
     ja4: str
 
 
-class TlsRecord(FlowEndpoints, _HelloFields):
+class TlsRecord(FlowEndpoints, _HelloFields, Attributed):
     """A TLS ClientHello over TCP, with the ServerHello's answer when it was seen."""
 
     version: str  # the ClientHello's legacy_version, "0x0303"
@@ -92,7 +100,7 @@ class TlsRecord(FlowEndpoints, _HelloFields):
     problem: str | None  # the ClientHello broke off: "malformed", "truncated", ...
 
 
-class QuicRecord(FlowEndpoints, _HelloFields):
+class QuicRecord(FlowEndpoints, _HelloFields, Attributed):
     """A QUIC connection attempt: the ClientHello decrypted from the client's Initial packets."""
 
     version: str  # the QUIC version, "0x00000001"
@@ -102,6 +110,18 @@ class QuicRecord(FlowEndpoints, _HelloFields):
     ja3: str
     ja3_full: str
     problem: str | None  # the ClientHello broke off
+
+
+class IntelRecord(FlowEndpoints):
+    """A record that touched a listed indicator (agent/intel.py)."""
+
+    client: str  # the client side of the flow (pseudonymised like src)
+    indicator: str  # the listed domain, address or network
+    indicator_type: str  # "domain", "ip" or "cidr"
+    matched: str  # dns.qname, dns.cname, dns.answer, tls.sni, quic.sni, flow.dst, flow.src
+    value: str  # what matched: the name or address seen
+    source: str  # the list's file name
+    tag: str | None  # the list's tag or description for it (CSV)
 
 
 class StatsRecord(TypedDict):
@@ -121,7 +141,9 @@ class StatsRecord(TypedDict):
     dns: dict[str, int]
     tls: dict[str, int]
     quic: dict[str, int]
+    attribution: dict[str, int]
+    intel: dict[str, int]
     shipping: dict[str, int]
 
 
-Record = DnsRecord | FlowRecord | TlsRecord | QuicRecord | StatsRecord
+Record = DnsRecord | FlowRecord | TlsRecord | QuicRecord | IntelRecord | StatsRecord

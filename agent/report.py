@@ -7,9 +7,11 @@ that ship rollups only are counted too; record counts come from the record table
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import time
+import urllib.parse
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,13 @@ def parse_since(text: str, now: float | None = None) -> float:
     if age:
         return now - float(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ReportError(f"--since {text!r}: not a time")
+        return value
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -47,7 +53,8 @@ def parse_since(text: str, now: float | None = None) -> float:
 def open_store(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise ReportError(f"{path}: no such database")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # a URI, for read-only; quote() keeps '#', '?' and '%' in the path from being URI syntax
+    db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True)
     try:
         db.execute("SELECT 1 FROM batches LIMIT 1")
     except sqlite3.DatabaseError as exc:

@@ -72,7 +72,9 @@ class Spool:
                 continue
             self._entries[key] = Entry(path, len(data), count)
             self._bytes += len(data)
-            self._order = max(self._order, int(path.stem.split("-")[0]) + 1)
+            order = path.stem.split("-")[0]
+            if order.isdigit():  # a file renamed by hand still counts, in name order
+                self._order = max(self._order, int(order) + 1)
             self.counters["recovered"] += 1
 
     @property
@@ -160,8 +162,8 @@ class Spool:
     def next_seq(self, stream: str) -> int:
         try:
             state = json.loads((self.directory / STATE).read_text())
-            return int(state.get(stream, 0))
-        except (OSError, ValueError, AttributeError):
+            return max(int(state.get(stream, 0)), 0)
+        except (OSError, ValueError, AttributeError, TypeError):
             return 0
 
     def save_next_seq(self, stream: str, seq: int) -> None:

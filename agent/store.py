@@ -34,6 +34,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "rcode",
         "rcode_name",
         "rtt",
+        "service",
+        "category",
     ),
     "tls": (
         "ts",
@@ -51,6 +53,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "ja4",
         "ech",
         "pq",
+        "service",
+        "category",
     ),
     "quic": (
         "ts",
@@ -64,6 +68,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "version",
         "ja4",
         "dcid",
+        "service",
+        "category",
     ),
     "flow": (
         "ts",
@@ -81,6 +87,24 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "end",
         "name",
         "name_source",
+        "service",
+        "category",
+    ),
+    "intel": (
+        "ts",
+        "src",
+        "sport",
+        "dst",
+        "dport",
+        "proto",
+        "flow",
+        "client",
+        "indicator",
+        "indicator_type",
+        "matched",
+        "value",
+        "source",
+        "tag",
     ),
     "stats": ("ts", "packets", "bytes", "kernel_drops", "flows_active"),
 }
@@ -95,15 +119,35 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS sensors (
     sensor TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, last_window_end REAL,
     peer TEXT, batches INTEGER, records INTEGER, stats TEXT);
-CREATE TABLE IF NOT EXISTS rollup_names (
-    {BATCH_KEY}, window_start REAL, window_end REAL, name TEXT, flows INTEGER,
-    pkts_up INTEGER, bytes_up INTEGER, pkts_down INTEGER, bytes_down INTEGER);
 CREATE TABLE IF NOT EXISTS rollup_qnames (
     {BATCH_KEY}, window_start REAL, window_end REAL, qname TEXT, rcode INTEGER,
     queries INTEGER);
 CREATE TABLE IF NOT EXISTS records (
     {BATCH_KEY}, type TEXT, ts REAL, record TEXT);
 """
+
+
+# traffic rollups: table <- rollup, with the columns of its key
+TRAFFIC_ROLLUPS: dict[str, tuple[str, ...]] = {
+    "names": ("name",),
+    "categories": ("category",),
+    "services": ("service", "category"),
+    "clients": ("client", "category"),
+}
+TRAFFIC_COLUMNS = ("flows", "pkts_up", "bytes_up", "pkts_down", "bytes_down")
+
+
+def _rollup_sql(rollup: str, key: tuple[str, ...]) -> str:
+    columns = (
+        ", ".join(f"{c} TEXT" for c in key)
+        + ", "
+        + ", ".join(f"{c} INTEGER" for c in TRAFFIC_COLUMNS)
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS rollup_{rollup} ("
+        f"{BATCH_KEY}, window_start REAL, window_end REAL, {columns});\n"
+        f"CREATE INDEX IF NOT EXISTS rollup_{rollup}_window ON rollup_{rollup} (window_start);\n"
+    )
 
 
 def _table_sql(kind: str) -> str:
@@ -120,11 +164,24 @@ class Store:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, consistent
-        self.db.executescript(SCHEMA_SQL + "".join(_table_sql(k) for k in COLUMNS))
+        self.db.executescript(
+            SCHEMA_SQL
+            + "".join(_table_sql(k) for k in COLUMNS)
+            + "".join(_rollup_sql(r, key) for r, key in TRAFFIC_ROLLUPS.items())
+        )
+        self._add_new_columns()
         self._insert = {}
         for kind in COLUMNS:
             width = 3 + len(COLUMNS[kind]) + len(JSON_COLUMNS.get(kind, ())) + 1
             self._insert[kind] = f'INSERT INTO "{kind}" VALUES ({", ".join("?" * width)})'
+
+    def _add_new_columns(self) -> None:
+        """A database made by an older collector gets the columns added since (as NULL)."""
+        for kind in COLUMNS:
+            have = {row[1] for row in self.db.execute(f'PRAGMA table_info("{kind}")')}
+            for column in (*COLUMNS[kind], *JSON_COLUMNS.get(kind, ())):
+                if column not in have:
+                    self.db.execute(f'ALTER TABLE "{kind}" ADD COLUMN "{column}"')
 
     def close(self) -> None:
         self.db.close()
@@ -180,10 +237,14 @@ class Store:
                 )
             window = (batch["window"][0], batch["window"][1])
             rollups = batch["rollups"]
-            db.executemany(
-                "INSERT INTO rollup_names VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(*key, *window, *row[:6]) for row in _rows(rollups, "names", 6)],
-            )
+            for rollup, key_columns in TRAFFIC_ROLLUPS.items():
+                width = len(key_columns) + len(TRAFFIC_COLUMNS)
+                rows = [(*key, *window, *row[:width]) for row in _rows(rollups, rollup, width)]
+                if rows:
+                    db.executemany(
+                        f"INSERT INTO rollup_{rollup} VALUES ({', '.join('?' * (5 + width))})",
+                        rows,
+                    )
             db.executemany(
                 "INSERT INTO rollup_qnames VALUES (?,?,?,?,?,?,?,?)",
                 [(*key, *window, *row[:3]) for row in _rows(rollups, "qnames", 3)],

@@ -14,44 +14,59 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent.config import Config
 from agent.record import Record
 from agent.wire import batch_message
 
 NS = 1_000_000_000
 
 
-def rollups(records: list[Record]) -> dict[str, Any]:
+def rollups(records: list[Record], clients: bool = False) -> dict[str, Any]:
     """Per-window totals that need no record to be shipped.
 
-    names: [name, flows, pkts_up, bytes_up, pkts_down, bytes_down] per flow name (null for
-    flows without one); qnames: [qname, rcode, queries] per DNS name and answer code (rcode
-    null: unanswered).
+    Traffic rollups have rows [key..., flows, pkts_up, bytes_up, pkts_down, bytes_down]:
+    bytes and packets of the window's flow records (a long flow's interim records give its
+    traffic per period), flows the number that ended in the window (each flow counts once).
+    Keys: names [name] (null: flows without one), categories [category], services
+    [service, category] (null: not attributed), and with `clients` [client, category].
+    qnames: [qname, rcode, queries] per DNS name and answer code (rcode null: unanswered).
     """
-    names: dict[str | None, list[Any]] = {}
-    flows_of: dict[str | None, set[str]] = {}
+    tables: dict[str, dict[tuple[Any, ...], list[Any]]] = {
+        "names": {},
+        "categories": {},
+        "services": {},
+    }
+    if clients:
+        tables["clients"] = {}
     qnames: dict[tuple[str | None, int | None], int] = {}
-    for r in records:
+    for record in records:
+        r: dict[str, Any] = record  # type: ignore[assignment]
         kind = r["type"]
         if kind == "flow":
-            name = r["name"]  # type: ignore[typeddict-item]
-            row = names.get(name)
-            if row is None:
-                row = names[name] = [name, 0, 0, 0, 0, 0]
-                flows_of[name] = set()
-            flows_of[name].add(r["flow"])  # type: ignore[typeddict-item]
-            row[2] += r["pkts_up"]  # type: ignore[typeddict-item]
-            row[3] += r["bytes_up"]  # type: ignore[typeddict-item]
-            row[4] += r["pkts_down"]  # type: ignore[typeddict-item]
-            row[5] += r["bytes_down"]  # type: ignore[typeddict-item]
-        elif kind == "dns" and r["status"] != "unsolicited":  # type: ignore[typeddict-item]
-            key = (r["qname"], r["rcode"])  # type: ignore[typeddict-item]
+            category = r.get("category")
+            keys = {
+                "names": (r["name"],),
+                "categories": (category,),
+                "services": (r.get("service"), category),
+            }
+            if clients:
+                keys["clients"] = (r["src"], category)
+            ended = r["end"] != "interim"
+            for table, key in keys.items():
+                row = tables[table].get(key)
+                if row is None:
+                    row = tables[table][key] = [*key, 0, 0, 0, 0, 0]
+                row[-5] += ended
+                row[-4] += r["pkts_up"]
+                row[-3] += r["bytes_up"]
+                row[-2] += r["pkts_down"]
+                row[-1] += r["bytes_down"]
+        elif kind == "dns" and r["status"] != "unsolicited":
+            key = (r["qname"], r["rcode"])
             qnames[key] = qnames.get(key, 0) + 1
-    for name, row in names.items():
-        row[1] = len(flows_of[name])
-    return {
-        "names": list(names.values()),
-        "qnames": [[q, rcode, n] for (q, rcode), n in qnames.items()],
-    }
+    out: dict[str, Any] = {name: list(rows.values()) for name, rows in tables.items()}
+    out["qnames"] = [[q, rcode, n] for (q, rcode), n in qnames.items()]
+    return out
 
 
 class Summariser:
@@ -64,6 +79,7 @@ class Summariser:
         window_s: float = 10.0,
         records: bool = True,
         compression: str = "zlib",
+        client_rollups: bool = False,
         first_seq: int = 0,
         heartbeat: bool = False,
     ) -> None:
@@ -74,11 +90,35 @@ class Summariser:
         self.window_ns = int(window_s * NS)
         self.keep_records = records
         self.compression = compression
+        self.client_rollups = client_rollups
         self.next_seq = first_seq
         self.heartbeat = heartbeat
         self._stats = stats
         self._start: int | None = None
         self._records: list[Record] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        sensor: str,
+        stream: str,
+        stats: Callable[[], dict[str, Any]],
+        first_seq: int = 0,
+        heartbeat: bool = False,
+    ) -> Summariser:
+        return cls(
+            sensor=sensor,
+            stream=stream,
+            stats=stats,
+            window_s=config.ship.window_s,
+            records=config.ship.records,
+            compression=config.ship.compression,
+            client_rollups=config.rollups.clients,
+            first_seq=first_seq,
+            heartbeat=heartbeat,
+        )
 
     def add(self, records: list[Record]) -> None:
         self._records.extend(records)
@@ -112,9 +152,10 @@ class Summariser:
             stream=self.stream,
             seq=self.next_seq,
             window=(start_ns / NS, end_ns / NS),
-            records=records if self.keep_records else None,
+            # intel hits are few and are the point: they travel even when records do not
+            records=records if self.keep_records else [r for r in records if r["type"] == "intel"],
             count=len(records),
-            rollups=rollups(records),
+            rollups=rollups(records, self.client_rollups),
             stats=self._stats(),
             compression=self.compression,
         )

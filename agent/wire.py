@@ -285,9 +285,13 @@ def _inflate_tables(deflated: bytes) -> Any:
 
 
 _NUMBER = (int, float)
+_TEXT_OR_NULL = (str, type(None))
+_TRAFFIC = ((int,),) * 5  # flows, pkts_up, bytes_up, pkts_down, bytes_down
 _ROLLUP_SHAPES: dict[str, tuple[tuple[type, ...], ...]] = {
-    # name, flows, pkts_up, bytes_up, pkts_down, bytes_down
-    "names": ((str, type(None)), *[(int,)] * 5),
+    "names": (_TEXT_OR_NULL, *_TRAFFIC),  # name
+    "categories": (_TEXT_OR_NULL, *_TRAFFIC),  # category
+    "services": (_TEXT_OR_NULL, _TEXT_OR_NULL, *_TRAFFIC),  # service, category
+    "clients": (_TEXT_OR_NULL, _TEXT_OR_NULL, *_TRAFFIC),  # client, category
     # qname, rcode, queries
     "qnames": ((str, type(None)), (int, type(None)), (int,)),
 }

@@ -217,6 +217,7 @@ cdef class Engine:
     cdef uint64_t counts[N_COUNTERS]
     cdef uint64_t errors[N_LAYERS][N_STATUS]
     cdef list out
+    cdef readonly Py_ssize_t consumed  # frames the last feed() took (see stop_at_tick)
 
     def __cinit__(self):
         self.ready = False
@@ -268,28 +269,41 @@ cdef class Engine:
     def active_flows(self):
         return self.ft.count
 
-    def feed(self, const unsigned char[:] data, const unsigned char[:] descs, Py_ssize_t count):
-        """Processes `count` frames described in descs over data; returns the outputs."""
+    def feed(self, const unsigned char[:] data, const unsigned char[:] descs, Py_ssize_t count,
+             Py_ssize_t start=0, bint stop_at_tick=False):
+        """Processes frames start..count-1 described in descs over data; returns the outputs.
+
+        With stop_at_tick, returns right after a frame's time starts a new second: the tick
+        (and the expiries it brings) ends the outputs, that frame is not counted yet, and
+        `consumed` says where to start the next call. A caller that snapshots counters at
+        ticks then sees the same counters whatever the batch size.
+        """
         cdef const FrameDesc* d
         cdef Packet pk
         cdef Py_ssize_t i
         cdef Py_ssize_t size = data.shape[0]
         cdef const uint8_t* base
         cdef int st
-        if count <= 0:
+        cdef uint64_t sec_before
+        self.consumed = count
+        if count <= start:
             return self._take()
-        if descs.shape[0] < count * <Py_ssize_t>sizeof(FrameDesc):
+        if start < 0 or descs.shape[0] < count * <Py_ssize_t>sizeof(FrameDesc):
             raise ValueError("descriptor buffer shorter than count")
         if size == 0:
-            self.counts[C_BAD_DESC] += count
+            self.counts[C_BAD_DESC] += count - start
             return self._take()
         base = &data[0]
-        for i in range(count):
+        for i in range(start, count):
             d = (<const FrameDesc*>&descs[0]) + i
             if <Py_ssize_t>d.offset + <Py_ssize_t>d.caplen > size:
                 self.counts[C_BAD_DESC] += 1
                 continue
+            sec_before = self.tick_sec
             self._advance(d.ts_ns)
+            if stop_at_tick and self.tick_sec != sec_before:
+                self.consumed = i  # the next call takes this frame up (its second is ticked)
+                return self._take()
             self.counts[C_PACKETS] += 1
             self.counts[C_BYTES] += d.wirelen
             st = decode_frame(base + d.offset, d.caplen, d.linktype, d.vlan_tci,

@@ -1,0 +1,371 @@
+"""Threat intelligence: indicator lists, and the records that touched them.
+
+Lists are files the site provides (`intel.files`), read in full at start and on SIGHUP:
+
+- plain text: one indicator per line (`#` starts a comment), hosts-file lines
+  (`0.0.0.0 bad.example`) too;
+- CSV (`.csv`): a header row naming the indicator column (`indicator`, `value`, `ioc`,
+  `domain`, `host`, `ip` or `address`), optionally `type` and `tag` (or `threat`,
+  `description`).
+
+An indicator is an IP address, a CIDR network, or a domain. A domain matches itself and
+every name below it (`bad.example` matches `cdn.bad.example`), unless its CSV type is
+`hostname` or `fqdn`, which match only the name itself. The match is on DNS qnames, CNAME
+targets and address answers, TLS and QUIC SNIs, and flow addresses (both ends).
+
+A hit becomes an `intel` record with the flow's endpoints and id, `client` (the client
+side of the flow), `indicator`, `indicator_type`, `matched` (where: dns.qname, dns.cname,
+dns.answer, tls.sni, quic.sni, flow.dst, flow.src), `value` (what matched) and the list's
+`source` and `tag`. One record per flow, indicator and place, however many packets or
+interim records the flow has.
+
+Loading runs on a thread of its own (`IntelMatcher.reload`); the new lists replace the old
+in one assignment when they are complete, so capture never waits and never sees half a
+list. A list that cannot be read keeps the old lists and says why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.dns import ADDRESS_TYPES, TYPE_CNAME
+
+CSV_INDICATOR_COLUMNS = ("indicator", "value", "ioc", "domain", "host", "ip", "address")
+CSV_TAG_COLUMNS = ("tag", "threat", "description")
+EXACT_TYPES = frozenset(("hostname", "fqdn"))
+HOSTS_SINKS = frozenset(("0.0.0.0", "127.0.0.1", "::", "::1"))
+_DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+DEDUPE_FLOWS = 1 << 16  # flows whose hits are remembered to report each once
+
+
+class IntelError(Exception):
+    """An indicator file that cannot be read (one line for the user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    source: str  # the file's name
+    tag: str | None
+
+
+@dataclass
+class Indicators:
+    """Indicator lookups: names by suffix or exactly, addresses, networks by prefix length."""
+
+    suffix_domains: dict[str, Origin] = field(default_factory=dict)
+    exact_domains: dict[str, Origin] = field(default_factory=dict)
+    addresses: dict[bytes, tuple[str, Origin]] = field(default_factory=dict)
+    # (family width, prefix length) -> network as an int -> (text, origin)
+    networks: dict[tuple[int, int], dict[int, tuple[str, Origin]]] = field(default_factory=dict)
+    rejected: int = 0  # lines that were neither an address, a network nor a domain
+    files: dict[str, int] = field(default_factory=dict)  # file -> indicators it gave
+
+    def __len__(self) -> int:
+        return (
+            len(self.suffix_domains)
+            + len(self.exact_domains)
+            + len(self.addresses)
+            + sum(len(t) for t in self.networks.values())
+        )
+
+    def add(self, text: str, origin: Origin, kind: str | None = None) -> bool:
+        """Adds one indicator; False if it is not one."""
+        text = text.strip().lower()
+        if not text:
+            return False
+        if "/" in text:
+            return self._add_network(text, origin)
+        raw = _address_bytes(text)
+        if raw is not None:
+            self.addresses[raw] = (text, origin)
+            return True
+        name = text.rstrip(".")
+        if name.startswith("*."):
+            name = name[2:]
+        if not name or not _DOMAIN_CHARS.issuperset(name) or ".." in name:
+            return False
+        if kind in EXACT_TYPES:
+            self.exact_domains[name] = origin
+        else:
+            self.suffix_domains[name] = origin
+        return True
+
+    def _add_network(self, text: str, origin: Origin) -> bool:
+        address, _, length_text = text.partition("/")
+        raw = _address_bytes(address)
+        if raw is None or not length_text.isdigit():
+            return False
+        width = len(raw) * 8
+        length = int(length_text)
+        if length > width:
+            return False
+        if length == width:
+            self.addresses[raw] = (address, origin)
+            return True
+        mask = ((1 << length) - 1) << (width - length)
+        network = int.from_bytes(raw, "big") & mask
+        self.networks.setdefault((width, length), {})[network] = (text, origin)
+        return True
+
+    def match_name(self, name: str) -> tuple[str, str, Origin] | None:
+        """(indicator, indicator_type, origin) of a host name, exact before suffix."""
+        name = name.lower()
+        origin = self.exact_domains.get(name)
+        if origin is not None:
+            return name, "domain", origin
+        suffixes = self.suffix_domains
+        if not suffixes:
+            return None
+        while True:
+            origin = suffixes.get(name)
+            if origin is not None:
+                return name, "domain", origin
+            dot = name.find(".")
+            if dot < 0:
+                return None
+            name = name[dot + 1 :]
+
+    def match_address(self, text: str) -> tuple[str, str, Origin] | None:
+        raw = _address_bytes(text)
+        if raw is None:
+            return None
+        hit = self.addresses.get(raw)
+        if hit is not None:
+            return hit[0], "ip", hit[1]
+        if not self.networks:
+            return None
+        width = len(raw) * 8
+        value = int.from_bytes(raw, "big")
+        for (family, length), table in self.networks.items():  # longest prefix first
+            if family != width:
+                continue
+            net = table.get(value & (((1 << length) - 1) << (width - length)))
+            if net is not None:
+                return net[0], "cidr", net[1]
+        return None
+
+    def finish(self) -> None:
+        """Orders the networks longest prefix first, so the most specific one is reported."""
+        self.networks = dict(sorted(self.networks.items(), key=lambda item: -item[0][1]))
+
+
+def _address_bytes(text: str) -> bytes | None:
+    if ":" in text:
+        try:
+            return socket.inet_pton(socket.AF_INET6, text)
+        except OSError:
+            return None
+    if text[-1:].isdigit():
+        try:
+            return socket.inet_pton(socket.AF_INET, text)
+        except OSError:
+            return None
+    return None
+
+
+def load_indicators(paths: tuple[str, ...]) -> Indicators:
+    """Every indicator of every file; IntelError names a file that cannot be read."""
+    out = Indicators()
+    for path_text in paths:
+        path = Path(path_text)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IntelError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        text = data.decode("utf-8", errors="replace")
+        before = len(out)
+        rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _text_rows(text)
+        for indicator, kind, tag in rows:
+            if not out.add(indicator, Origin(path.name, tag) if tag else _origin(path), kind):
+                out.rejected += 1
+        out.files[str(path)] = len(out) - before
+    out.finish()
+    return out
+
+
+_ORIGINS: dict[str, Origin] = {}
+
+
+def _origin(path: Path) -> Origin:
+    # one shared Origin per file: a million indicators must not mean a million objects
+    origin = _ORIGINS.get(path.name)
+    if origin is None:
+        origin = _ORIGINS[path.name] = Origin(path.name, None)
+    return origin
+
+
+def _text_rows(text: str) -> Iterator[tuple[str, None, None]]:
+    for line in text.splitlines():
+        line = line.partition("#")[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in HOSTS_SINKS:
+            for host in parts[1:]:
+                yield host, None, None
+        else:
+            yield parts[0], None, None
+
+
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[str, str | None, str | None]]:
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    column = next((header.index(c) for c in CSV_INDICATOR_COLUMNS if c in header), None)
+    if column is None:
+        raise IntelError(
+            f"{path}: the CSV header names no indicator column ({', '.join(CSV_INDICATOR_COLUMNS)})"
+        )
+    type_column = header.index("type") if "type" in header else None
+    tag_column = next((header.index(c) for c in CSV_TAG_COLUMNS if c in header), None)
+    for row in reader:
+        if len(row) <= column or row[column].lstrip().startswith("#"):
+            continue
+        kind = (
+            row[type_column].strip().lower()
+            if type_column is not None and len(row) > type_column
+            else None
+        )
+        tag = (
+            row[tag_column].strip() or None
+            if tag_column is not None and len(row) > tag_column
+            else None
+        )
+        yield row[column], kind, tag
+
+
+class IntelMatcher:
+    """Emits the intel records of a stream of records (sans-IO, in record order)."""
+
+    def __init__(self, stats: Counter[str], indicators: Indicators | None = None) -> None:
+        self.stats = stats
+        self.indicators = indicators or Indicators()
+        self.armed = len(self.indicators) > 0  # false: scanning would find nothing
+        self._seen: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()  # flow -> hits
+        self._loader: threading.Thread | None = None
+
+    def scan(self, record: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """Appends to `out` an intel record for each new hit in `record`."""
+        lists = self.indicators  # one snapshot per record: a reload swaps the whole object
+        kind = record["type"]
+        if kind == "dns":
+            qname = record["qname"]
+            if qname:
+                self._hit(lists.match_name(qname), record, "dns.qname", qname, out)
+            for answer, rtype in zip(record["answers"], record["answer_types"], strict=False):
+                if rtype in ADDRESS_TYPES:
+                    self._hit(lists.match_address(answer), record, "dns.answer", answer, out)
+                elif rtype == TYPE_CNAME:
+                    self._hit(lists.match_name(answer), record, "dns.cname", answer, out)
+        elif kind == "tls" or kind == "quic":
+            sni = record["sni"]
+            if sni:
+                self._hit(lists.match_name(sni), record, f"{kind}.sni", sni, out)
+        elif kind == "flow":
+            self._hit(lists.match_address(record["dst"]), record, "flow.dst", record["dst"], out)
+            self._hit(lists.match_address(record["src"]), record, "flow.src", record["src"], out)
+            if record["end"] != "interim":
+                self._seen.pop(record["flow"], None)
+
+    def _hit(
+        self,
+        hit: tuple[str, str, Origin] | None,
+        record: dict[str, Any],
+        matched: str,
+        value: str,
+        out: list[dict[str, Any]],
+    ) -> None:
+        if hit is None:
+            return
+        indicator, indicator_type, origin = hit
+        flow = record["flow"]
+        seen = self._seen.get(flow)
+        if seen is None:
+            seen = self._seen[flow] = set()
+            if len(self._seen) > DEDUPE_FLOWS:
+                self._seen.popitem(last=False)
+                self.stats["intel.dedupe_evicted"] += 1
+        if (indicator, matched) in seen:
+            self.stats["intel.repeats"] += 1
+            return
+        seen.add((indicator, matched))
+        self.stats["intel.hits"] += 1
+        out.append(
+            {
+                "type": "intel",
+                "ts": record["ts"],
+                "src": record["src"],
+                "sport": record["sport"],
+                "dst": record["dst"],
+                "dport": record["dport"],
+                "proto": record["proto"],
+                "flow": flow,
+                "client": record["src"],
+                "indicator": indicator,
+                "indicator_type": indicator_type,
+                "matched": matched,
+                "value": value,
+                "source": origin.source,
+                "tag": origin.tag,
+            }
+        )
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load(self, paths: tuple[str, ...]) -> float:
+        """Loads the lists now (start-up); returns the seconds it took. Raises IntelError."""
+        started = time.perf_counter()
+        self._install(load_indicators(paths))
+        return time.perf_counter() - started
+
+    def reload(
+        self, paths: tuple[str, ...], log: Any, done: Callable[[], None] | None = None
+    ) -> None:
+        """Loads the lists on a thread; the old ones serve until the new ones are complete."""
+        if self._loader is not None and self._loader.is_alive():
+            log.warning("intel.reload_busy", reason="the previous load is still running")
+            return
+
+        def work() -> None:
+            started = time.perf_counter()
+            try:
+                fresh = load_indicators(paths)
+            except IntelError as exc:
+                self.stats["intel.load_failures"] += 1
+                log.warning("intel.load_failed", error=str(exc), kept=len(self.indicators))
+            else:
+                self._install(fresh)
+                log.info(
+                    "intel.loaded",
+                    indicators=len(fresh),
+                    rejected=fresh.rejected,
+                    files=fresh.files,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+            if done is not None:
+                done()
+
+        self._loader = threading.Thread(target=work, name="intel-load", daemon=True)
+        self._loader.start()
+
+    def wait_loaded(self, timeout_s: float) -> bool:
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout_s)
+            return not loader.is_alive()
+        return True
+
+    def _install(self, indicators: Indicators) -> None:
+        self.indicators = indicators
+        self.armed = len(indicators) > 0
+        self.stats["intel.loads"] += 1
+        self.stats["intel.indicators"] = len(self.indicators)
+        self.stats["intel.rejected"] = self.indicators.rejected
