@@ -309,21 +309,29 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from agent.report import ReportError, build, open_store, parse_since, render
+    from agent.report import ReportError, build, open_store, parse_since, render, zone
 
     config = _config_from(args.config)
     try:
         since = parse_since(args.since) if args.since else None
+        zone(args.tz)
         db = open_store(Path(args.db or config.collect.db))
     except ReportError as exc:
         raise UsageError(str(exc)) from None
     try:
-        report = build(db, since)
+        report = build(db, since, tz=args.tz)
     finally:
         db.close()
+    if args.html:
+        from agent.report_html import render_html
+
+        try:
+            Path(args.html).write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"--html {args.html}: {exc.strerror or exc}")
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
+    elif not args.html:
         sys.stdout.write(render(report))
     return 0
 
@@ -400,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", metavar="PATH", help="SQLite database (default tapsense.db)")
     report.add_argument("--since", metavar="T", help="epoch seconds, ISO 8601, or an age: 2h, 7d")
     report.add_argument("--json", action="store_true", help="print JSON")
+    report.add_argument(
+        "--html", metavar="PATH", help="write a self-contained HTML report with charts"
+    )
+    report.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="time zone of the hours of day (default UTC)"
+    )
     report.add_argument("--config", metavar="PATH", help="TOML config ([collect] db)")
     report.set_defaults(func=cmd_report)
 

@@ -12,13 +12,19 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-RECORD_TYPES = ("dns", "tls", "quic", "flow")
+RECORD_TYPES = ("dns", "tls", "quic", "flow", "intel")
 NAME_COLUMNS = ("name", "flows", "bytes", "packets")
 TOP = 10
+TOP_SERVICES = 25
+TOP_CLIENTS = 5
+INTEL_LIMIT = 1000
+UNATTRIBUTED = "unattributed"  # the category of traffic no name maps to, in hours and clients
+QUARTER_S = 900  # hours of day are summed from quarter hours: every time zone offset fits
 
 
 class ReportError(Exception):
@@ -63,12 +69,24 @@ def open_store(path: Path) -> sqlite3.Connection:
     return db
 
 
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReportError(f"--tz {name!r}: not a time zone (e.g. UTC, Europe/Paris)") from None
+
+
 def build(
-    db: sqlite3.Connection, since: float | None = None, now: float | None = None
+    db: sqlite3.Connection,
+    since: float | None = None,
+    now: float | None = None,
+    tz: str = "UTC",
+    intel_limit: int = INTEL_LIMIT,
 ) -> dict[str, Any]:
     """The report as a dict (what --json prints)."""
     now = time.time() if now is None else now
     since = since if since is not None else float("-inf")
+    where = zone(tz)
     records = {
         kind: db.execute(f'SELECT count(*) FROM "{kind}" WHERE ts >= ?', (since,)).fetchone()[0]
         for kind in RECORD_TYPES
@@ -132,15 +150,113 @@ def build(
                 "lag_s": round(last_seen - window_end, 1),
             }
         )
+    intel_total = db.execute("SELECT count(*) FROM intel WHERE ts >= ?", (since,)).fetchone()[0]
     return {
         "since": None if since == float("-inf") else since,
         "records": records,
+        "categories": _shares(
+            db,
+            "SELECT category, sum(flows), sum(bytes_up + bytes_down) FROM rollup_categories "
+            "WHERE window_end >= ? GROUP BY category",
+            since,
+            ("category",),
+        ),
+        "services": _shares(
+            db,
+            "SELECT service, category, sum(flows), sum(bytes_up + bytes_down) "
+            "FROM rollup_services WHERE window_end >= ? GROUP BY service, category",
+            since,
+            ("service", "category"),
+        )[:TOP_SERVICES],
+        "hours": _hours(db, since, where, tz),
+        "top_clients": _top_clients(db, since),
+        "intel_total": intel_total,
+        "intel": _intel(db, since, intel_limit),
         "top_names_by_bytes": names_by_bytes,
         "top_names_by_flows": names_by_flows,
         "top_qnames": qnames,
         "top_nxdomain": nxdomain,
         "sensors": sensors,
     }
+
+
+def _shares(
+    db: sqlite3.Connection, sql: str, since: float, keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Rows of (key..., flows, bytes) with each one's share of all bytes and of all flows."""
+    rows = db.execute(sql, (since,)).fetchall()
+    total_flows = sum(r[-2] for r in rows) or 1
+    total_bytes = sum(r[-1] for r in rows) or 1
+    out = [
+        {
+            **dict(zip(keys, r[:-2], strict=True)),
+            "bytes": r[-1],
+            "bytes_share": r[-1] / total_bytes,
+            "flows": r[-2],
+            "flows_share": r[-2] / total_flows,
+        }
+        for r in rows
+    ]
+    out.sort(key=lambda row: (-row["bytes"], str(row[keys[0]])))
+    return out
+
+
+def _hours(db: sqlite3.Connection, since: float, where: ZoneInfo, tz: str) -> dict[str, Any]:
+    """Bytes per category and hour of the day (in `tz`), and each category's peak hour."""
+    by_category: dict[str, list[int]] = {}
+    for category, quarter, octets in db.execute(
+        f"""SELECT category, CAST(window_start / {QUARTER_S} AS INTEGER),
+                   sum(bytes_up + bytes_down)
+            FROM rollup_categories WHERE window_end >= ? GROUP BY 1, 2""",
+        (since,),
+    ):
+        hour = datetime.fromtimestamp(quarter * QUARTER_S, where).hour
+        hours = by_category.setdefault(category or UNATTRIBUTED, [0] * 24)
+        hours[hour] += octets
+    ordered = dict(sorted(by_category.items(), key=lambda item: -sum(item[1])))
+    return {
+        "tz": tz,
+        "bytes": ordered,
+        "peak_hour": {c: max(range(24), key=h.__getitem__) for c, h in ordered.items() if any(h)},
+    }
+
+
+def _top_clients(db: sqlite3.Connection, since: float) -> dict[str, list[dict[str, Any]]]:
+    """The clients with the most bytes in each category: from the client rollups where the
+    sensors make them, else from the flow records."""
+    if db.execute("SELECT 1 FROM rollup_clients LIMIT 1").fetchone():
+        sql = """SELECT category, client, sum(bytes_up + bytes_down), sum(flows)
+                 FROM rollup_clients WHERE window_end >= ? GROUP BY category, client"""
+    else:
+        # records may lack counts (another sensor version): they count as 0, not NULL
+        sql = """SELECT category, src,
+                        coalesce(sum(coalesce(bytes_up, 0) + coalesce(bytes_down, 0)), 0),
+                        coalesce(sum("end" IS NOT 'interim'), 0)
+                 FROM flow WHERE ts >= ? GROUP BY category, src"""
+    ranked = sorted(db.execute(sql, (since,)), key=lambda r: (-r[2], str(r[1])))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for category, client, octets, flows in ranked:
+        clients = out.setdefault(category or UNATTRIBUTED, [])
+        if len(clients) < TOP_CLIENTS:
+            clients.append({"client": client, "bytes": octets, "flows": flows})
+    return out
+
+
+INTEL_KEYS = (
+    "ts", "sensor", "client", "indicator", "indicator_type", "matched", "value", "source", "tag",
+    "flow",
+)  # fmt: skip
+
+
+def _intel(db: sqlite3.Connection, since: float, limit: int) -> list[dict[str, Any]]:
+    keys = INTEL_KEYS
+    return [
+        dict(zip(keys, row, strict=True))
+        for row in db.execute(
+            f"SELECT {', '.join(keys)} FROM intel WHERE ts >= ? ORDER BY ts, rowid LIMIT ?",
+            (since, limit),
+        )
+    ]
 
 
 def _rows(
@@ -153,31 +269,87 @@ def render(report: dict[str, Any]) -> str:
     """The report as terminal tables."""
     out = ["records: " + ", ".join(f"{k} {v:,}" for k, v in report["records"].items())]
     sections = (
+        ("categories (share of bytes and of flows)", "categories", CATEGORY_COLUMNS),
+        ("top services", "services", ("service", *CATEGORY_COLUMNS)),
         ("top names by bytes", "top_names_by_bytes", ("name", "bytes", "flows")),
         ("top names by flows", "top_names_by_flows", ("name", "flows", "bytes")),
         ("top DNS names", "top_qnames", ("qname", "queries")),
         ("top NXDOMAIN names", "top_nxdomain", ("qname", "queries")),
-        (
-            "sensors",
-            "sensors",
-            (
-                "sensor",
-                "seen_ago_s",
-                "batches",
-                "records",
-                "packets",
-                "kernel_drops",
-                "cap_drops",
-                "spool_batches",
-                "lag_s",
-            ),
-        ),
+        ("sensors", "sensors", SENSOR_COLUMNS),
     )
     for title, key, columns in sections:
         out.append("")
         out.append(title)
-        out.extend(_table(report[key], columns))
+        out.extend(_table(_percent(report[key]), columns))
+    out += ["", f"activity by hour of day ({report['hours']['tz']}; darker is more bytes)"]
+    out += _heatmap(report["hours"])
+    out += ["", "top clients per category"]
+    for category, clients in report["top_clients"].items():
+        out.append(f"  {category}")
+        out.extend("  " + line for line in _table(clients, ("client", "bytes", "flows")))
+    shown = len(report["intel"])
+    more = report["intel_total"] - shown
+    out += [
+        "",
+        f"threat intel hits ({report['intel_total']:,}{f', {more:,} not shown' if more else ''})",
+    ]
+    out.extend(
+        _table(
+            [{**hit, "time": _time(hit["ts"])} for hit in report["intel"]],
+            ("time", "client", "indicator", "matched", "value", "source", "sensor"),
+        )
+    )
     return "\n".join(out) + "\n"
+
+
+CATEGORY_COLUMNS = ("category", "bytes", "bytes %", "flows", "flows %")
+SENSOR_COLUMNS = (
+    "sensor",
+    "seen_ago_s",
+    "batches",
+    "records",
+    "packets",
+    "kernel_drops",
+    "cap_drops",
+    "spool_batches",
+    "lag_s",
+)
+_SHADES = " .:-=+*#%@"
+
+
+def _percent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Shares as percentages, and traffic no name maps to called what it is."""
+    return [
+        {
+            **r,
+            "category": r["category"] or UNATTRIBUTED,
+            "bytes %": f"{100 * r['bytes_share']:.1f}",
+            "flows %": f"{100 * r['flows_share']:.1f}",
+        }
+        if "bytes_share" in r
+        else r
+        for r in rows
+    ]
+
+
+def _heatmap(hours: dict[str, Any]) -> list[str]:
+    if not hours["bytes"]:
+        return ["  (none)"]
+    width = max(len(c) for c in hours["bytes"])
+    lines = [
+        "  " + " " * width + "  " + "".join(f"{h:<3d}" if h % 3 == 0 else "   " for h in range(24))
+    ]
+    for category, row in hours["bytes"].items():
+        top = max(row) or 1
+        cells = "".join(_SHADES[min(len(_SHADES) - 1, -(-9 * v // top))] * 3 for v in row)
+        lines.append(
+            f"  {category:<{width}}  {cells}  peak {hours['peak_hour'].get(category, '-')}"
+        )
+    return lines
+
+
+def _time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
