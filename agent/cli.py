@@ -20,6 +20,7 @@ from agent import __version__
 from agent.capfile import CaptureError, CaptureSource, open_sources, replay_batches
 from agent.config import Config, ConfigError, load_config
 from agent.core import Pipeline
+from agent.enrich import EnrichError
 from agent.output import JsonLinesWriter
 from agent.record import Record
 
@@ -158,7 +159,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         writer = JsonLinesWriter(args.events) if args.events else None
     except OSError as exc:
         return _fail(f"{args.events}: {exc.strerror or exc}")
-    pipeline = Pipeline(config)
+    try:
+        pipeline = Pipeline(config)
+    except EnrichError as exc:
+        return _fail(str(exc))
     capture: Counter[str] = Counter()
     if shipper is not None:
         from agent.summary import Summariser

@@ -31,6 +31,7 @@ from agent.bpf import compile_filter
 from agent.capture import RingCapture, RingConfig
 from agent.config import Config, ConfigError, load_config
 from agent.core import Pipeline
+from agent.enrich import Enricher, EnrichError
 from agent.links import Link, LinkWatcher, describe
 from agent.log import configure, get_logger
 from agent.notify import Notifier
@@ -96,6 +97,13 @@ def resolve(config: Config) -> list[Link]:
             raise DaemonError(f"{name}: device type {link.device_type} is not supported")
         links.append(link)
     return links
+
+
+# config sections a running worker cannot take up: a change waits for a restart
+RESTART_SECTIONS = (
+    "capture", "daemon", "flow", "fragments", "dns", "collect", "sensor", "attribution",
+    "privacy", "rollups",
+)  # fmt: skip
 
 
 class Worker:
@@ -265,25 +273,26 @@ class Worker:
         return packets, octets
 
     def _reload(self) -> None:
-        if self.config_path is None:
+        intel = self.pipeline.enrich.intel
+        if self.config_path is None:  # no config to read again; the lists may have changed
+            intel.reload(self.config.intel.files, self.log)
             return
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             self.log.warning("config.rejected", problems=exc.problems)
             return
-        live = {"log", "ship"}  # what applies without a restart
-        changed = [
-            f
-            for f in ("capture", "daemon", "flow", "fragments", "dns", "collect", "sensor")
-            if getattr(new, f) != getattr(self.config, f)
-        ]
+        live = {"log", "ship", "intel"}  # what applies without a restart
+        changed = [f for f in RESTART_SECTIONS if getattr(new, f) != getattr(self.config, f)]
         summary = self.pipeline.summary
         if summary is not None:
             summary.keep_records = new.ship.records
             summary.window_ns = int(new.ship.window_s * NS)
-        self.config = replace(self.config, log=new.log, ship=new.ship)
+            summary.compression = new.ship.compression
+        self.config = replace(self.config, log=new.log, ship=new.ship, intel=new.intel)
         configure(new.log.level)
+        # indicator lists load on a thread and replace the old ones when complete
+        intel.reload(new.intel.files, self.log)
         self.log.info("config.reloaded", applied=sorted(live), restart_needed=changed)
 
     def _shutdown(self) -> int:
@@ -323,6 +332,10 @@ def run(config: Config, config_path: Path | None) -> int:
     base = config.capture.fanout_group or (os.getpid() % 0x7FFF + 1)
     groups = {link.name: (base + i) & 0xFFFF for i, link in enumerate(links)}
     workers = config.capture.workers
+    try:  # the data files enrichment needs: one line here rather than a failure per worker
+        Enricher(config, Counter())
+    except EnrichError as exc:
+        raise DaemonError(str(exc)) from None
     try:  # fail here, with one line, rather than in every worker
         socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
     except PermissionError as exc:

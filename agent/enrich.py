@@ -55,8 +55,12 @@ class Enricher:
                     privacy.truncate_v4,
                     privacy.truncate_v6,
                 )
-            except (ValueError, OSError) as exc:
+            except ValueError as exc:
                 raise EnrichError(f"privacy: {exc}") from None
+            except OSError as exc:
+                raise EnrichError(
+                    f"privacy.key_file {privacy.key_file}: {exc.strerror or exc}"
+                ) from None
             self.privacy = RecordPrivacy(pseudonymise, privacy.local_nets)
 
     @property
