@@ -102,7 +102,18 @@ class Shipper:
 
     def submit(self, batch: dict[str, Any]) -> None:
         """Spools a batch for sending (disk only: the caller never waits on the network)."""
+        counters = self.spool.counters
+        dropped = counters["dropped_batches"], counters["dropped_records"]
         self.spool.put(batch["stream"], batch["seq"], frame(batch), int(batch.get("count", 0)))
+        if counters["dropped_batches"] > dropped[0]:
+            self.log.warning(
+                "ship.spool_dropped",
+                batches=counters["dropped_batches"] - dropped[0],
+                records=counters["dropped_records"] - dropped[1],
+                dropped_batches_total=counters["dropped_batches"],
+                spool_bytes=self.spool.size,
+                spool_max_bytes=self.spool.max_bytes,
+            )
         with self._wake:
             self._wake.notify()
 

@@ -388,9 +388,8 @@ def test_shipper_spool_overflow_without_collector(
     batches = make_batches(mix, sensor="s-over", stream="over")
     port = free_port()  # nothing listens yet
     spool = Spool(tmp_path / "spool", sum(len(frame(b)) for b in batches) // 2)
-    shipper = Shipper(
-        Target.parse(_tcp(port)), spool, sensor="s-over", log=ListLog(), backoff_max_s=1
-    )
+    log = ListLog()
+    shipper = Shipper(Target.parse(_tcp(port)), spool, sensor="s-over", log=log, backoff_max_s=1)
     shippers.append(shipper)
     shipper.start()
     for batch in batches:
@@ -405,6 +404,10 @@ def test_shipper_spool_overflow_without_collector(
         assert stats["dropped_records"] == sum(b["count"] for b in lost)
 
     check_counts()
+    # the loss is logged as it happens, and the log adds up to the counters
+    drops = [fields for event, fields in log.events if event == "ship.spool_dropped"]
+    assert sum(d["batches"] for d in drops) == len(lost)
+    assert sum(d["records"] for d in drops) == sum(b["count"] for b in lost)
     assert shipper.counters["sent"] == 0
     collector = collectors(port=port).start()
     assert shipper.wait_drained(30), shipper.stats()
