@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,8 @@ from typing import Any
 
 from agent.store import Store
 from agent.wire import MAX_FRAME, SCHEMA_VERSIONS, FrameReader, WireError, decode_batch, frame
+
+CLOSE_WAIT_S = 2.0  # a peer that does not finish closing is not waited for longer
 
 
 def server_context(cert: Path, key: Path, ca: Path | None) -> ssl.SSLContext:
@@ -103,6 +106,7 @@ class Collector:
         peer = _peer(writer)
         frames = FrameReader(self.max_frame)
         queue: list[dict[str, Any]] = []
+        aborted = False
         try:
             if self.tls is not None:
                 try:
@@ -112,8 +116,15 @@ class Collector:
                 except (ssl.SSLError, OSError, TimeoutError) as exc:
                     self.counters["tls_refused"] += 1
                     self.log.warning("collect.tls_refused", peer=peer, error=str(exc))
+                    # after a failed switch a graceful close would wait on a handshake that
+                    # never finishes: drop the connection outright, and do not wait for it
+                    writer.transport.abort()
+                    aborted = True
                     return
-            hello = await self._next(reader, frames, queue, self.hello_timeout_s)
+            # the whole hello within hello_timeout_s, however slowly its bytes come
+            hello = await self._next(
+                reader, frames, queue, self.hello_timeout_s, time.monotonic() + self.hello_timeout_s
+            )
             if hello is None:
                 return
             sensor = hello.get("sensor")
@@ -121,6 +132,7 @@ class Collector:
                 hello.get("type") != "hello"
                 or not isinstance(sensor, str)
                 or not sensor
+                or type(hello.get("schema")) is not int  # True == 1 and 1.0 == 1 in Python
                 or hello.get("schema") not in SCHEMA_VERSIONS
             ):
                 await self._refuse(writer, peer, f"bad hello: {_brief(hello)}")
@@ -140,9 +152,14 @@ class Collector:
                     await self._refuse(writer, peer, f"batch of {batch['sensor']!r} on {sensor!r}")
                     return
                 loop = asyncio.get_running_loop()
-                stored = await loop.run_in_executor(
-                    self._writer, self.store.write_batch, batch, peer
-                )
+                try:
+                    stored = await loop.run_in_executor(
+                        self._writer, self.store.write_batch, batch, peer
+                    )
+                except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                    # the transaction rolled back: nothing of the batch is stored
+                    await self._refuse(writer, peer, f"batch not storable: {exc}")
+                    return
                 self.counters["batches" if stored else "duplicates"] += 1
                 if stored:
                     self.counters["records"] += len(batch["records"])
@@ -165,9 +182,10 @@ class Collector:
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             self.log.info("collect.disconnected", peer=peer, error=str(exc))
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if not aborted:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
 
     async def _next(
         self,
@@ -175,9 +193,12 @@ class Collector:
         frames: FrameReader,
         queue: list[dict[str, Any]],
         idle_s: float,
+        overall: float | None = None,
     ) -> dict[str, Any] | None:
         """The next message; None at the end of the stream. Deadlines: `idle_s` for the
-        first byte of a frame, frame_timeout_s for the rest of it."""
+        first byte of a frame, frame_timeout_s for the rest of it, and `overall` (a
+        monotonic time) for all of it. One wait_for per read, never nested: an outer
+        wait_for's cancellation can be lost when the inner read completes at that moment."""
         deadline = None
         while not queue:
             if frames.buffered:
@@ -186,6 +207,10 @@ class Collector:
             else:
                 deadline = None
                 timeout = idle_s
+            if overall is not None:
+                timeout = min(timeout, overall - time.monotonic())
+                if timeout <= 0:
+                    raise TimeoutError
             data = await asyncio.wait_for(reader.read(1 << 16), max(timeout, 0.001))
             if not data:
                 return None

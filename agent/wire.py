@@ -153,6 +153,8 @@ def decode_records(tables: dict[str, Any]) -> list[dict[str, Any]]:
         fields, rows = table.get("fields"), table.get("rows")
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise WireError(f"{kind}: fields must be a list of names")
+        if "type" in fields:  # the table's name is the records' type; a field cannot change it
+            raise WireError(f"{kind}: a field named type")
         if not isinstance(rows, list):
             raise WireError(f"{kind}: rows must be a list")
         for row in rows:
@@ -176,10 +178,16 @@ def decode_records(tables: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+_INT64 = (-(1 << 63), 1 << 63)  # what SQLite stores; msgpack also carries up to 2**64 - 1
+
+
 def _plain(value: Any, depth: int = 0) -> bool:
-    """JSON-like: None, bool, number, text, and lists or string-keyed maps of them."""
-    if value is None or isinstance(value, bool | int | float | str):
+    """JSON-like: None, bool, number (integers in 64-bit signed range), text, and lists or
+    string-keyed maps of them."""
+    if value is None or isinstance(value, bool | float | str):
         return True
+    if isinstance(value, int):
+        return _INT64[0] <= value < _INT64[1]
     if depth >= 8:
         return False
     if isinstance(value, list):
@@ -281,6 +289,8 @@ def _inflate_tables(deflated: bytes) -> Any:
         raise WireError(f"batch: tables do not inflate: {exc}") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise WireError(f"batch: tables inflate past {MAX_INFLATED} bytes or are cut short")
+    if inflater.unused_data:
+        raise WireError("batch: bytes after the deflated tables")
     return _unpack(packed)
 
 
@@ -302,7 +312,9 @@ def _row_fits(row: Any, shape: tuple[tuple[type, ...], ...]) -> bool:
         isinstance(row, list)
         and len(row) == len(shape)
         and all(
-            isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
+            isinstance(v, kinds)
+            and not (isinstance(v, bool) and bool not in kinds)
+            and (not isinstance(v, int) or _INT64[0] <= v < _INT64[1])
             for v, kinds in zip(row, shape, strict=True)
         )
     )
