@@ -366,8 +366,17 @@ cdef class Engine:
         return taken
 
     cdef void _advance(self, uint64_t ts) noexcept:
-        cdef uint64_t sec
+        cdef uint64_t sec, due
         if ts > self.now:
+            # Across a gap in the traffic, stop at each second a flow falls due: it ends,
+            # and lands in a window, when it expired rather than when the next packet came.
+            due = self._next_due()
+            while due < ts and due // NS > self.tick_sec:
+                self.now = due
+                self.tick_sec = due // NS
+                self.out.append((EV_TICK, self.now))
+                self._expire()
+                due = self._next_due()
             self.now = ts
         elif ts < self.now:
             self.counts[C_TIME_BACKWARDS] += 1
@@ -376,6 +385,18 @@ cdef class Engine:
             self.tick_sec = sec
             self.out.append((EV_TICK, self.now))
             self._expire()
+
+    cdef uint64_t _next_due(self) noexcept:
+        """The earliest time an idle flow expires (each class's list is oldest first)."""
+        cdef int c
+        cdef uint64_t due = 0xFFFFFFFFFFFFFFFF
+        cdef uint64_t t
+        for c in range(N_CLASSES):
+            if self.ft.head[c] != -1:
+                t = self.ft.pool[self.ft.head[c]].seen_ns + self.timeout_ns[c]
+                if t < due:
+                    due = t
+        return due
 
     cdef void _expire(self) noexcept:
         cdef int c

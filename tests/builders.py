@@ -24,6 +24,8 @@ X25519 = 0x001D
 X25519MLKEM768 = 0x11EC  # 1216-byte client share (draft-kwiatkowski-tls-ecdhe-mlkem)
 DEFAULT_CIPHERS = (0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8)
 DEFAULT_SIGALGS = (0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601)
+# explicit, locally administered MACs: an Ether() without dst makes scapy ARP on the host
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 
 
 def _ext(etype: int, body: bytes) -> bytes:
@@ -150,7 +152,7 @@ class TcpSession:
         sp, dp = (self.cport, self.sport) if direction == 0 else (self.sport, self.cport)
         s = self.seq[direction] if seq is None else seq
         frame = bytes(
-            Ether()
+            Ether(**MACS)
             / IP(src=src, dst=dst)
             / TCP(sport=sp, dport=dp, flags=flags, seq=s, ack=self.seq[1 - direction])
             / payload
@@ -274,7 +276,7 @@ def udp_frames(
     return [
         (
             ts + i * 0.001,
-            bytes(Ether() / IP(src=client, dst=server) / UDP(sport=cport, dport=sport) / d),
+            bytes(Ether(**MACS) / IP(src=client, dst=server) / UDP(sport=cport, dport=sport) / d),
         )
         for i, d in enumerate(datagrams)
     ]

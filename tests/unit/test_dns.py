@@ -669,14 +669,14 @@ def test_vlans_keep_transactions_apart(tmp_path: Path) -> None:
     from scapy.layers.l2 import Dot1Q
 
     q = (
-        Ether()
+        eth()
         / Dot1Q(vlan=10)
         / IP(src="10.0.0.1", dst="10.0.0.53")
         / UDP(sport=5000, dport=53)
         / DNS(id=1, rd=1, qd=DNSQR(qname="a.example"))
     )
     r = (
-        Ether()
+        eth()
         / Dot1Q(vlan=20)
         / IP(src="10.0.0.53", dst="10.0.0.1")
         / UDP(sport=53, dport=5000)
