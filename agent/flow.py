@@ -27,6 +27,23 @@ _pack_ported = struct.Struct("!BBHH").pack
 _pack_portless = struct.Struct("!BB").pack
 
 
+# Community ID v1: ICMP request/reply type pairs; the other types are one-way
+_ICMP_PAIRS = {
+    1: ((8, 0), (13, 14), (15, 16), (10, 9), (17, 18)),
+    58: ((128, 129), (133, 134), (135, 136), (130, 131), (139, 140), (144, 145)),
+}
+_ICMP_TWO_WAY = {
+    proto: frozenset(p for a, b in pairs for p in ((a, b), (b, a)))
+    for proto, pairs in _ICMP_PAIRS.items()
+}
+
+
+def icmp_one_way(proto: int, sport: int, dport: int) -> bool:
+    """Whether an ICMP flow's (type, counterpart-or-code) ports are of a one-way type."""
+    two_way = _ICMP_TWO_WAY.get(proto)
+    return two_way is not None and (sport, dport) not in two_way
+
+
 def proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto, str(proto))
 

@@ -18,6 +18,7 @@ test vector); IPv6 runs the same construction over 128 bits.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -28,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agent.dns import ADDRESS_TYPES
-from agent.flow import PROTO_NAMES, community_id
+from agent.flow import PROTO_NAMES, community_id, icmp_one_way
 
 KEY_BYTES = 32
 MODES = ("cryptopan", "truncate", "keep")
@@ -66,17 +67,29 @@ class CryptoPan:
 
 
 def load_key(path: Path) -> bytes:
-    """The site key; made (random, mode 0600) when the file does not exist yet."""
+    """The site key; made (random, mode 0600) when the file does not exist yet. Made in a
+    temporary file and linked into place, so that processes starting together agree on one
+    key and a crash never leaves a short one."""
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        key = os.urandom(KEY_BYTES)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(os.urandom(KEY_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: its key wins
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        key = path.read_bytes()
     if len(key) != KEY_BYTES:
         raise ValueError(f"{path}: a Crypto-PAn key file holds {KEY_BYTES} bytes")
+    if path.stat().st_mode & 0o007:
+        raise ValueError(f"{path}: the key is readable by other users (chmod 600 it)")
     return key
 
 
@@ -128,19 +141,23 @@ class Pseudonymiser:
 class RecordPrivacy:
     """Rewrites the client addresses of records before they leave the sensor.
 
-    Without `local_nets`, the client side of every record (`src`, and `client` of intel
-    records) is pseudonymised. With `local_nets` (the site's own networks, CIDR text), every
-    address inside them is, on either side of a flow and among DNS answers, while outside
-    addresses (the services people use) stay as they are.
+    Without `local_nets`, the client side of every record is pseudonymised: `src`, and for
+    intel records `client` and a `value` or `indicator` that is that same address. mDNS and
+    LLMNR (ports 5353, 5355) only ever run between local hosts, so there both ends and the
+    addresses they answer with are rewritten, whichever side a record calls the client.
+    With `local_nets` (the site's own networks, CIDR text), every address inside them is
+    rewritten wherever it appears (either end of a flow, DNS answers, intel values), and
+    outside addresses (the services people use) stay as they are.
 
     The flow id is then the Community ID of the rewritten endpoints, so it still links the
-    records of one flow but no longer confirms a guessed clear address.
+    records of one flow but no longer confirms a guessed clear address. A record whose
+    endpoints did not change keeps its id.
     """
 
     def __init__(self, pseudonymise: Pseudonymiser, local_nets: tuple[str, ...] = ()) -> None:
         self.pseudonymise = pseudonymise
         self.local = [ipaddress.ip_network(n, strict=False) for n in local_nets]
-        self._flow_ids: dict[str, str] = {}
+        self._flow_ids: dict[tuple[str, str, str], str] = {}
 
     def _is_local(self, address: str) -> bool:
         try:
@@ -152,41 +169,69 @@ class RecordPrivacy:
     def apply(self, record: dict[str, Any]) -> None:
         if "src" not in record:
             return  # stats
+        src, dst = record["src"], record["dst"]
+        hidden = self._hidden_addresses(record)
         hide = self.pseudonymise
-        if not self.local:
-            src = record["src"]
-            record["src"] = hide(src)
-            if "client" in record:
-                record["client"] = record["src"]
-        else:
-            local = self._is_local
-            for key in ("src", "dst", "client"):
-                value = record.get(key)
-                if value is not None and local(value):
-                    record[key] = hide(value)
-            if record["type"] == "dns" and record["answers"]:
+        for key in ("src", "dst", "client"):
+            value = record.get(key)
+            if value in hidden:
+                record[key] = hide(value)
+        kind = record["type"]
+        if kind == "dns" and record["answers"]:
+            answers = record["answers"]
+            rewrite = self._is_local if self.local else lambda _a: self._link_local(record)
+            if any(
+                t in ADDRESS_TYPES and rewrite(a)
+                for a, t in zip(answers, record["answer_types"], strict=False)
+            ):
                 record["answers"] = [
-                    hide(a) if t in ADDRESS_TYPES and local(a) else a
-                    for a, t in zip(record["answers"], record["answer_types"], strict=False)
+                    hide(a) if t in ADDRESS_TYPES and rewrite(a) else a
+                    for a, t in zip(answers, record["answer_types"], strict=False)
                 ]
-        record["flow"] = self._flow_id(record)
+        elif kind == "intel":
+            for key in ("value", "indicator"):
+                value = record.get(key)
+                if value is not None and (
+                    value in hidden or (self.local and self._is_local(value))
+                ):
+                    record[key] = hide(value)
+        if record["src"] != src or record["dst"] != dst:
+            record["flow"] = self._flow_id(record, src, dst)
 
-    def _flow_id(self, record: dict[str, Any]) -> str:
-        key = f"{record['flow']}|{record['src']}|{record['dst']}"
+    def _hidden_addresses(self, record: dict[str, Any]) -> set[str]:
+        """The endpoint addresses of a record that must not leave in clear."""
+        src, dst = record["src"], record["dst"]
+        if self.local:
+            return {a for a in (src, dst) if self._is_local(a)}
+        if self._link_local(record):  # both ends are hosts of the site (not the group address)
+            return {a for a in (src, dst) if not ipaddress.ip_address(a).is_multicast}
+        return {src}
+
+    @staticmethod
+    def _link_local(record: dict[str, Any]) -> bool:
+        return bool(LINK_LOCAL_PORTS.intersection((record["sport"], record["dport"])))
+
+    def _flow_id(self, record: dict[str, Any], src: str, dst: str) -> str:
+        key = (record["flow"], src, dst)
         flow_id = self._flow_ids.get(key)
         if flow_id is None:
             if len(self._flow_ids) >= 1 << 16:
                 self._flow_ids.clear()
+            proto = record["proto"]
+            number = int(proto) if proto.isdigit() else PROTO_NUMBERS.get(proto, 0)
+            sport, dport = record["sport"] or 0, record["dport"] or 0
             flow_id = self._flow_ids[key] = community_id(
-                PROTO_NUMBERS.get(record["proto"], 0),
+                number,
                 _packed(record["src"]),
                 _packed(record["dst"]),
-                record["sport"] or 0,
-                record["dport"] or 0,
+                sport,
+                dport,
+                one_way=icmp_one_way(number, sport, dport),
             )
         return flow_id
 
 
+LINK_LOCAL_PORTS = frozenset((5353, 5355))  # mDNS (RFC 6762), LLMNR (RFC 4795)
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 
