@@ -17,7 +17,7 @@ The arrival rate does not depend on `--packets`, so with one seed a smaller
 file is a prefix of a larger one. Frames are built with `struct` only and
 carry valid IPv4, TCP and UDP checksums: 2**16 = 1 (mod 0xFFFF), so the
 ones' complement sum of a run of 16-bit words is the number they spell
-modulo 0xFFFF, and a 32-bit field adds as a whole (see `_Tcp.seg`). A sum
+modulo 0xFFFF, and a 32-bit field adds as a whole (see `TcpFlow.seg`). A sum
 of 0 gives the checksum 0x0000, or 0xFFFF for UDP, where 0 means none.
 """
 
@@ -62,8 +62,8 @@ TLS_RECORD_MAX = 16384 + 17  # a full record: plaintext, content type, AEAD tag 
 # TCP header flags (RFC 9293 section 3.1)
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
-_RECORD = struct.Struct("<IIII")
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
+PCAP_RECORD = struct.Struct("<IIII")
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIHHHH")
@@ -86,7 +86,7 @@ Session = Generator[Item, None, int]
 # --- Frames ------------------------------------------------------------------------------
 
 
-class _Dir:
+class Dir:
     """One direction of one flow up to the IP header; the L4 part adds its own."""
 
     __slots__ = ("dst", "eth", "flow_label", "ident", "ip_sum", "proto", "pseudo", "src", "ttl")
@@ -133,10 +133,10 @@ def _word_sum(data: bytes) -> int:
     return value << 8 if len(data) & 1 else value
 
 
-class _Flow:
+class Flow:
     __slots__ = ("counted", "dirs", "kind", "ports", "v6", "vlan")
 
-    def __init__(self, kind: str, up: _Dir, down: _Dir, cport: int, sport: int, vlan: int):
+    def __init__(self, kind: str, up: Dir, down: Dir, cport: int, sport: int, vlan: int):
         self.kind = kind
         self.dirs = (up, down)
         self.ports = ((cport, sport), (sport, cport))
@@ -145,7 +145,7 @@ class _Flow:
         self.counted = False
 
 
-class _Udp(_Flow):
+class UdpFlow(Flow):
     __slots__ = ()
 
     def dgram(self, d: int, payload: bytes) -> bytes:
@@ -157,7 +157,7 @@ class _Udp(_Flow):
         return dr.ip(ulen) + _UDP.pack(sport, dport, ulen, csum) + payload
 
 
-class _Tcp(_Flow):
+class TcpFlow(Flow):
     __slots__ = ("last_ts", "mss", "seq", "ts_base", "win")
 
     def __init__(self, *args: Any, rng: random.Random, timestamps: bool) -> None:
@@ -224,7 +224,7 @@ class _Tcp(_Flow):
 # --- DNS (RFC 1035 section 4) -------------------------------------------------------------
 
 
-def _name_wire(name: str) -> bytes:
+def name_wire(name: str) -> bytes:
     labels = [label.encode("ascii") for label in name.split(".")]
     return b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
 
@@ -239,18 +239,18 @@ def _zone_offset(wire: bytes) -> int:
     return starts[-2] if len(starts) >= 2 else 0
 
 
-def _edns(cookie: bytes) -> bytes:
+def edns_opt(cookie: bytes) -> bytes:
     """An OPT pseudo-RR (RFC 6891 6.1.2), UDP size 1232, with a DNS cookie (RFC 7873) or not."""
     opt = struct.pack("!HH", 10, len(cookie)) + cookie if cookie else b""
     return b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(opt)) + opt
 
 
-def _dns_query(ident: int, qname: bytes, qtype: int, edns: bytes) -> bytes:
+def dns_query(ident: int, qname: bytes, qtype: int, edns: bytes) -> bytes:
     header = _DNS_HEADER.pack(ident, 0x0100, 1, 0, 0, 1 if edns else 0)
     return header + qname + struct.pack("!HH", qtype, 1) + edns
 
 
-def _dns_response(
+def dns_response(
     ident: int,
     qname: bytes,
     qtype: int,
@@ -389,7 +389,7 @@ def server_flight(rng: random.Random, pq: bool, blob: Callable[[int], bytes]) ->
     ))  # fmt: skip
 
 
-def _quic_long(kind: int, version: int, dcid: bytes, scid: bytes, body: bytes) -> bytes:
+def quic_long(kind: int, version: int, dcid: bytes, scid: bytes, body: bytes) -> bytes:
     """A long-header packet (RFC 9000 17.2); body is packet number plus protected payload."""
     first = 0xC0 | kind << 4 | (body[0] & 0x0F)  # low bits are header-protected
     token = b"\x00" if kind == 0 else b""
@@ -448,7 +448,7 @@ class QuicInitialKeys:
         return first + header[1:-2] + number + sealed
 
 
-def _crypto_frames(data: bytes, chunk: int) -> list[bytes]:
+def crypto_frames(data: bytes, chunk: int) -> list[bytes]:
     """CRYPTO frames (RFC 9000 section 19.6) carrying data in pieces of at most chunk bytes."""
     return [
         b"\x06" + _varint(off) + _varint(len(data[off : off + chunk])) + data[off : off + chunk]
@@ -530,10 +530,10 @@ def _make_names(rng: random.Random, count: int) -> list[_Name]:
         chain: list[bytes] = []
         if rng.random() < 0.35:
             first, second = rng.choice(_CDNS)
-            chain.append(_name_wire(f"{text}.{first}"))
+            chain.append(name_wire(f"{text}.{first}"))
             if second:
                 label = "".join(rng.choices(_ALPHANUM, k=rng.randint(4, 8)))
-                chain.append(_name_wire(f"{label}.{second}"))
+                chain.append(name_wire(f"{label}.{second}"))
         v4 = tuple(
             bytes(
                 (
@@ -552,7 +552,7 @@ def _make_names(rng: random.Random, count: int) -> list[_Name]:
                 for _ in range(rng.choice((1, 1, 2)))
             )
         ttl = rng.choice((20, 60, 60, 300, 300, 300, 3600, 86400))
-        names.append(_Name(text, _name_wire(text), tuple(chain), v4, v6, ttl))
+        names.append(_Name(text, name_wire(text), tuple(chain), v4, v6, ttl))
     return names
 
 
@@ -620,22 +620,24 @@ class _Mix:
         vlan = rng.choice(VLAN_IDS) if rng.random() < VLAN_SHARE else 0
         return host, rng.random() < IPV6_SHARE, vlan
 
-    def _dirs(self, host: _Host, server: bytes, vlan: int, proto: int) -> tuple[_Dir, _Dir]:
+    def _dirs(self, host: _Host, server: bytes, vlan: int, proto: int) -> tuple[Dir, Dir]:
         client = host.v6 if len(server) == 16 else host.v4
         rng = self.rng
         ttl_up, ttl_down = 128 if host.windows else 64, rng.choice((52, 54, 57, 116, 244))
-        up = _Dir(host.mac, self.gateway_mac, vlan, client, server, proto, ttl_up, rng)
-        down = _Dir(self.gateway_mac, host.mac, vlan, server, client, proto, ttl_down, rng)
+        up = Dir(host.mac, self.gateway_mac, vlan, client, server, proto, ttl_up, rng)
+        down = Dir(self.gateway_mac, host.mac, vlan, server, client, proto, ttl_down, rng)
         return up, down
 
-    def tcp(self, kind: str, host: _Host, server: bytes, port: int, vlan: int) -> _Tcp:
+    def tcp(self, kind: str, host: _Host, server: bytes, port: int, vlan: int) -> TcpFlow:
         up, down = self._dirs(host, server, vlan, 6)
         cport = self.rng.randint(49152, 65535) if host.windows else self.rng.randint(32768, 60999)
-        return _Tcp(kind, up, down, cport, port, vlan, rng=self.rng, timestamps=not host.windows)
+        return TcpFlow(kind, up, down, cport, port, vlan, rng=self.rng, timestamps=not host.windows)
 
-    def udp(self, kind: str, host: _Host, server: bytes, cport: int, port: int, vlan: int) -> _Udp:
+    def udp(
+        self, kind: str, host: _Host, server: bytes, cport: int, port: int, vlan: int
+    ) -> UdpFlow:
         up, down = self._dirs(host, server, vlan, 17)
-        return _Udp(kind, up, down, cport, port, vlan)
+        return UdpFlow(kind, up, down, cport, port, vlan)
 
     # -- DNS
 
@@ -651,13 +653,13 @@ class _Mix:
                 text = f"{base}.{rng.choice(_SEARCH_SUFFIX)}"
             else:
                 text = "".join(rng.choices(_ALPHANUM, k=rng.randint(5, 12))) + "." + base
-            qname, addrs4, addrs6, rcode = _name_wire(text), (), (), 3
+            qname, addrs4, addrs6, rcode = name_wire(text), (), (), 3
         else:
             qname, chain, addrs4, addrs6 = name.wire, name.chain, name.v4, name.v6
             ttl = rng.randint(1, name.ttl)
         edns = b""
         if rng.random() < 0.7:
-            edns = _edns(rng.randbytes(8) if rng.random() < 0.4 else b"")
+            edns = edns_opt(rng.randbytes(8) if rng.random() < 0.4 else b"")
         qtypes = (1, 28) if v6 or rng.random() < 0.6 else (1,)
         answered = rng.random() >= 0.02
         cached = rng.random() < 0.6
@@ -665,13 +667,13 @@ class _Mix:
         for i, qtype in enumerate(qtypes):
             ident = rng.getrandbits(16)
             sent = t + i * rng.randint(20, 200)
-            packets.append((sent, 0, _dns_query(ident, qname, qtype, edns)))
+            packets.append((sent, 0, dns_query(ident, qname, qtype, edns)))
             if not answered:
                 continue
             delay = rng.randint(200, 2000) if cached else int(rng.lognormvariate(10.3, 0.9))
             addrs = addrs4 if qtype == 1 else addrs6
             answer_chain = chain if rcode == 0 else ()
-            reply = _dns_response(ident, qname, qtype, edns, rcode, answer_chain, addrs, ttl)
+            reply = dns_response(ident, qname, qtype, edns, rcode, answer_chain, addrs, ttl)
             packets.append((sent + delay, 1, reply))
         packets.sort(key=lambda p: p[0])
         for when, d, payload in packets:
@@ -696,7 +698,7 @@ class _Mix:
 
     # -- TCP
 
-    def _handshake(self, t: int, conn: _Tcp, rtt: int) -> Session:
+    def _handshake(self, t: int, conn: TcpFlow, rtt: int) -> Session:
         yield t, conn, conn.syn(0, t)
         t += rtt
         yield t, conn, conn.syn(1, t)
@@ -704,7 +706,9 @@ class _Mix:
         yield t, conn, conn.seg(0, ACK, t)
         return t
 
-    def _send(self, t: int, conn: _Tcp, d: int, data: bytes, gap_us: int, rtt: int = 0) -> Session:
+    def _send(
+        self, t: int, conn: TcpFlow, d: int, data: bytes, gap_us: int, rtt: int = 0
+    ) -> Session:
         """Sends data in MSS-sized segments, the receiver acknowledging every second one;
         with an rtt, in bursts of a congestion window with half an rtt between them."""
         mss = conn.mss
@@ -721,7 +725,7 @@ class _Mix:
                 t += rtt // 2
         return t
 
-    def _close(self, t: int, conn: _Tcp, rtt: int) -> Session:
+    def _close(self, t: int, conn: TcpFlow, rtt: int) -> Session:
         rng = self.rng
         roll = rng.random()
         if roll < 0.05:
@@ -860,26 +864,26 @@ class _Mix:
             pq = rng.random() < 0.2  # a post-quantum ClientHello takes two Initials
             hello = client_hello(rng, name.text, (b"h3",), pq, quic=True)
             client_keys = QuicInitialKeys(client_cid, False)
-            for pn, frame in enumerate(_crypto_frames(hello, 1150)):
+            for pn, frame in enumerate(crypto_frames(hello, 1150)):
                 yield t, flow, flow.dgram(0, client_keys.packet(client_cid, b"", pn, frame, 1250))
                 t += 30
             t += rtt
             server_keys = QuicInitialKeys(client_cid, True)
             ack = b"\x02\x00\x00\x00\x00"  # ACK of packet 0 (RFC 9000 section 19.3)
-            crypto = _crypto_frames(server_hello(rng, pq, blob, False), 1100)
+            crypto = crypto_frames(server_hello(rng, pq, blob, False), 1100)
             for pn, frame in enumerate(crypto):
                 initial = server_keys.packet(b"", server_cid, pn, ack + frame if pn == 0 else frame)
                 room = max(1200 - len(initial) - 17, 40)  # coalesced with a Handshake packet
-                handshake = _quic_long(2, QUIC_V1, b"", server_cid, blob(room))
+                handshake = quic_long(2, QUIC_V1, b"", server_cid, blob(room))
                 yield t, flow, flow.dgram(1, initial + handshake)
                 t += 40
             for _ in range(rng.randint(1, 3)):  # the rest of the server's handshake
                 body = blob(rng.randint(1100, 1200))
-                yield t, flow, flow.dgram(1, _quic_long(2, QUIC_V1, b"", server_cid, body))
+                yield t, flow, flow.dgram(1, quic_long(2, QUIC_V1, b"", server_cid, body))
                 t += 40
             t += rng.randint(200, 1500)
             initial = client_keys.packet(server_cid, b"", 2, ack)
-            handshake = _quic_long(2, QUIC_V1, server_cid, b"", blob(rng.randint(60, 120)))
+            handshake = quic_long(2, QUIC_V1, server_cid, b"", blob(rng.randint(60, 120)))
             # a datagram with an Initial is padded to 1200 bytes (RFC 9000 section 14.1)
             padding = bytes(max(1200 - len(initial) - len(handshake), 0))
             yield t, flow, flow.dgram(0, initial + handshake + padding)
@@ -1004,12 +1008,12 @@ def generate(path: str | Path, packets: int, seed: int) -> Summary:
     """Writes `packets` frames of the mix for `seed` to a classic pcap at path."""
     mix = _Mix(seed)
     summary = Summary()
-    pack_record = _RECORD.pack
+    pack_record = PCAP_RECORD.pack
     flows, by_kind = summary.flows, summary.packets_by_kind
     written = size = ipv6 = vlan = 0
     first_us = last_us = 0
     with open(path, "wb") as out:
-        out.write(_PCAP_HEADER)
+        out.write(PCAP_HEADER)
         parts: list[bytes] = []
         for t, flow, frame in _sessions(mix):
             if written == packets:

@@ -188,7 +188,7 @@ def test_shipped_records_equal_the_events_records(
     assert report.returncode == 0, report.stderr
     by_type = Counter(json.loads(r)["type"] for r in expected.elements())
     assert json.loads(report.stdout)["records"] == {
-        k: by_type[k] for k in ("dns", "tls", "quic", "flow")
+        k: by_type[k] for k in ("dns", "tls", "quic", "flow", "intel")
     }
     assert collector.stop() == 0  # SIGTERM: a clean exit
 
