@@ -11,13 +11,20 @@ build:
 	$(PYTHON) setup.py -q build_ext --inplace
 
 demo: install
-	@mkdir -p build/demo
-	$(PYTHON) -m bench.gen_mix --packets 20000 --seed 7 --out build/demo/sample.pcap
-	tapsense replay build/demo/sample.pcap --events build/demo/records.jsonl
-	@echo "--- a few records (all of them in build/demo/records.jsonl) ---"
-	@grep -m 3 '"type":"dns"' build/demo/records.jsonl
-	@grep -m 3 '"type":"flow"' build/demo/records.jsonl
-	@tail -n 1 build/demo/records.jsonl
+	@rm -rf build/demo && mkdir -p build/demo
+	$(PYTHON) -m tests.scenario --out build/demo
+	@set -e; \
+	$(PYTHON) -m agent collect --config config/demo.toml 2> build/demo/collector.log & \
+	collector=$$!; trap 'kill $$collector 2>/dev/null; wait $$collector 2>/dev/null' EXIT; \
+	for i in $$(seq 100); do grep -q collect.started build/demo/collector.log && break; sleep 0.1; done; \
+	echo "+ tapsense replay build/demo/scenario.pcap --config config/demo.toml --events build/demo/records.jsonl"; \
+	tapsense replay build/demo/scenario.pcap --config config/demo.toml --events build/demo/records.jsonl \
+		2> build/demo/replay.log; \
+	tail -n 2 build/demo/replay.log; \
+	echo "+ tapsense report --config config/demo.toml"; \
+	tapsense report --config config/demo.toml; \
+	tapsense report --config config/demo.toml --html build/demo/report.html; \
+	echo "--- the same as one page with charts: build/demo/report.html; records: build/demo/records.jsonl"
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -21,3 +21,11 @@ def test_example_config_is_valid_and_complete() -> None:
             default = getattr(defaults, option.name)
             value = raw[section.name][option.name]
             assert (tuple(value) if isinstance(value, list) else value) == default
+
+
+def test_demo_config_is_valid() -> None:
+    """`make demo` runs on config/demo.toml: a collector and a sensor on loopback."""
+    demo = load_config(EXAMPLE.with_name("demo.toml"))
+    assert demo.ship.url.startswith("tcp://127.0.0.1:")
+    assert demo.collect.listen == demo.ship.url.removeprefix("tcp://")
+    assert demo.privacy.clients == "cryptopan" and demo.intel.files
