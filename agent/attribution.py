@@ -28,10 +28,15 @@ NAMED_TYPES = ("dns", "tls", "quic", "flow")
 class AnswerCache:
     """(client, server address) -> qname, and server address -> qname, bounded and aged."""
 
-    def __init__(self, stats: Counter[str], max_entries: int, max_age_s: float) -> None:
+    def __init__(
+        self, stats: Counter[str], max_entries: int, max_age_s: float, grace_s: float = 0.0
+    ) -> None:
+        """`grace_s`: how long after a flow's start its first record can come (the longest
+        idle or active timeout); answers are kept that much longer than `max_age_s`."""
         self.stats = stats
         self.max_entries = max_entries
         self.max_age_s = max_age_s
+        self.grace_s = grace_s
         self._by_pair: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._by_address: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
@@ -61,16 +66,19 @@ class AnswerCache:
     def name(self, client: str, server: str, ts: float) -> str | None:
         """The qname that led to `server`, as recent as `max_age_s` before `ts`."""
         for hit in (self._by_pair.get((client, server)), self._by_address.get(server)):
-            if hit is not None and ts - hit[1] <= self.max_age_s:
+            # an answer seen after the flow began did not lead to it (a second of slack for
+            # the clocks of a capture's interfaces)
+            if hit is not None and -1.0 <= ts - hit[1] <= self.max_age_s:
                 return hit[0]
         return None
 
     def expire(self, now: float) -> None:
-        """Forgets answers too old to name a flow that starts from now on."""
+        """Forgets answers too old to name any flow whose record can still come."""
+        horizon = self.max_age_s + self.grace_s
         for table in (self._by_pair, self._by_address):
             while table:
                 _key, (_name, seen) = next(iter(table.items()))
-                if now - seen <= self.max_age_s:
+                if now - seen <= horizon:
                     break
                 table.popitem(last=False)
 
@@ -83,10 +91,11 @@ class Attributor:
         *,
         dns_cache_s: float,
         dns_cache_entries: int,
+        grace_s: float = 0.0,
     ) -> None:
         self.services = services
         self.stats = stats
-        self.answers = AnswerCache(stats, dns_cache_entries, dns_cache_s)
+        self.answers = AnswerCache(stats, dns_cache_entries, dns_cache_s, grace_s)
         self._long_flows: OrderedDict[str, str] = OrderedDict()  # flow id -> name from DNS
 
     def annotate(self, record: dict[str, Any]) -> None:
@@ -103,11 +112,12 @@ class Attributor:
             name = record["name"]
             if name is None:
                 name = self._dns_name(record)
+                ended = record["end"] != "interim"  # count flows, not their records
                 if name is not None:
                     record["name"], record["name_source"] = name, "dns"
-                    self.stats["attribution.flows_named_by_dns"] += 1
+                    self.stats["attribution.flows_named_by_dns"] += ended
                 else:
-                    self.stats["attribution.flows_unnamed"] += 1
+                    self.stats["attribution.flows_unnamed"] += ended
         elif kind in ("tls", "quic"):
             name = record["sni"]
         else:
@@ -117,7 +127,7 @@ class Attributor:
             record["service"], record["category"] = service.id, service.category
         else:
             record["service"] = record["category"] = None
-            if kind == "flow" and name:
+            if kind == "flow" and name and record["end"] != "interim":
                 self.stats["attribution.flows_without_service"] += 1
         record["domain"] = self.services.domain(name) if name else None
 

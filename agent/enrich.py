@@ -24,6 +24,13 @@ class EnrichError(Exception):
     """A data file the enrichment needs cannot be used (one line for the user)."""
 
 
+def _longest_wait(config: Config) -> float:
+    """The longest a flow can go on before its first record: an idle or active timeout."""
+    flow = config.flow
+    idle = max(flow.tcp_timeout_s, flow.udp_timeout_s, flow.other_timeout_s)
+    return max(idle, flow.active_timeout_s) if flow.active_timeout_s else idle
+
+
 class Enricher:
     def __init__(self, config: Config, stats: Counter[str]) -> None:
         self.config = config
@@ -38,6 +45,8 @@ class Enricher:
                 stats,
                 dns_cache_s=config.attribution.dns_cache_s,
                 dns_cache_entries=config.attribution.dns_cache_entries,
+                # a flow's first record comes at most this long after its start
+                grace_s=_longest_wait(config) + 2.0,
             )
         self.intel = IntelMatcher(stats)
         if config.intel.files:

@@ -27,6 +27,7 @@ list. A list that cannot be read keeps the old lists and says why.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import socket
 import threading
@@ -43,8 +44,17 @@ CSV_INDICATOR_COLUMNS = ("indicator", "value", "ioc", "domain", "host", "ip", "a
 CSV_TAG_COLUMNS = ("tag", "threat", "description")
 EXACT_TYPES = frozenset(("hostname", "fqdn"))
 HOSTS_SINKS = frozenset(("0.0.0.0", "127.0.0.1", "::", "::1"))
+HOSTS_HEADER_ADDRESSES = frozenset(("255.255.255.255", "fe80::1%lo0", "ff00::0", "ff02::1"))
+HOSTS_HEADER_NAMES = frozenset((
+    "localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost",
+    "ip6-loopback", "ip6-localnet", "ip6-mcastprefix", "ip6-allnodes", "ip6-allrouters",
+    "ip6-allhosts",
+))  # fmt: skip
+PAUSE_EVERY = 20_000
+MAX_ORIGINS = 1 << 16
 _DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 DEDUPE_FLOWS = 1 << 16  # flows whose hits are remembered to report each once
+RELOAD_PAUSE_S = 0.002  # a reload yields the GIL this long every PAUSE_EVERY indicators
 
 
 class IntelError(Exception):
@@ -67,6 +77,10 @@ class Indicators:
     # (family width, prefix length) -> network as an int -> (text, origin)
     networks: dict[tuple[int, int], dict[int, tuple[str, Origin]]] = field(default_factory=dict)
     rejected: int = 0  # lines that were neither an address, a network nor a domain
+    # address width -> (mask, table) longest prefix first: what finish() makes of networks
+    _probes: dict[int, list[tuple[int, dict[int, tuple[str, Origin]]]]] = field(
+        default_factory=dict
+    )
     files: dict[str, int] = field(default_factory=dict)  # file -> indicators it gave
 
     def __len__(self) -> int:
@@ -91,6 +105,8 @@ class Indicators:
         name = text.rstrip(".")
         if name.startswith("*."):
             name = name[2:]
+        elif name.startswith("."):  # ".bad.example": dnsmasq's and squid's "and below"
+            name = name[1:]
         if not name or not _DOMAIN_CHARS.issuperset(name) or ".." in name:
             return False
         if kind in EXACT_TYPES:
@@ -118,7 +134,7 @@ class Indicators:
 
     def match_name(self, name: str) -> tuple[str, str, Origin] | None:
         """(indicator, indicator_type, origin) of a host name, exact before suffix."""
-        name = name.lower()
+        name = name.lower().rstrip(".")  # an absolute name is the same name
         origin = self.exact_domains.get(name)
         if origin is not None:
             return name, "domain", origin
@@ -141,21 +157,24 @@ class Indicators:
         hit = self.addresses.get(raw)
         if hit is not None:
             return hit[0], "ip", hit[1]
-        if not self.networks:
+        probes = self._probes.get(len(raw) * 8)
+        if not probes:
             return None
-        width = len(raw) * 8
         value = int.from_bytes(raw, "big")
-        for (family, length), table in self.networks.items():  # longest prefix first
-            if family != width:
-                continue
-            net = table.get(value & (((1 << length) - 1) << (width - length)))
+        for mask, table in probes:  # longest prefix first
+            net = table.get(value & mask)
             if net is not None:
                 return net[0], "cidr", net[1]
         return None
 
     def finish(self) -> None:
-        """Orders the networks longest prefix first, so the most specific one is reported."""
+        """Orders the networks of each family longest prefix first (the most specific one is
+        reported), each table with its mask, so a lookup only probes its own family."""
         self.networks = dict(sorted(self.networks.items(), key=lambda item: -item[0][1]))
+        self._probes = {}
+        for (width, length), table in self.networks.items():
+            mask = ((1 << length) - 1) << (width - length)
+            self._probes.setdefault(width, []).append((mask, table))
 
 
 def _address_bytes(text: str) -> bytes | None:
@@ -172,8 +191,9 @@ def _address_bytes(text: str) -> bytes | None:
     return None
 
 
-def load_indicators(paths: tuple[str, ...]) -> Indicators:
-    """Every indicator of every file; IntelError names a file that cannot be read."""
+def load_indicators(paths: tuple[str, ...], pause: Callable[[], None] | None = None) -> Indicators:
+    """Every indicator of every file; IntelError names a file that cannot be read. `pause`
+    runs every PAUSE_EVERY indicators (a reload on a thread lets capture have the GIL)."""
     out = Indicators()
     for path_text in paths:
         path = Path(path_text)
@@ -181,25 +201,33 @@ def load_indicators(paths: tuple[str, ...]) -> Indicators:
             data = path.read_bytes()
         except OSError as exc:
             raise IntelError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        text = data.decode("utf-8", errors="replace")
+        text = data.decode("utf-8-sig", errors="replace")  # spreadsheets write a BOM
         before = len(out)
         rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _text_rows(text)
-        for indicator, kind, tag in rows:
-            if not out.add(indicator, Origin(path.name, tag) if tag else _origin(path), kind):
-                out.rejected += 1
+        try:
+            for indicator, kind, tag in rows:
+                if not out.add(indicator, _origin(path.name, tag), kind):
+                    out.rejected += 1
+                if pause is not None and len(out) % PAUSE_EVERY == 0:
+                    pause()
+        except csv.Error as exc:
+            raise IntelError(f"{path}: not CSV that can be read: {exc}") from None
         out.files[str(path)] = len(out) - before
     out.finish()
     return out
 
 
-_ORIGINS: dict[str, Origin] = {}
+_ORIGINS: dict[tuple[str, str | None], Origin] = {}
 
 
-def _origin(path: Path) -> Origin:
-    # one shared Origin per file: a million indicators must not mean a million objects
-    origin = _ORIGINS.get(path.name)
+def _origin(source: str, tag: str | None) -> Origin:
+    # one shared Origin per file and tag: a million indicators must not mean a million objects
+    key = (source, tag)
+    origin = _ORIGINS.get(key)
     if origin is None:
-        origin = _ORIGINS[path.name] = Origin(path.name, None)
+        if len(_ORIGINS) >= MAX_ORIGINS:
+            _ORIGINS.clear()
+        origin = _ORIGINS[key] = Origin(source, tag)
     return origin
 
 
@@ -209,9 +237,11 @@ def _text_rows(text: str) -> Iterator[tuple[str, None, None]]:
         if not line:
             continue
         parts = line.split()
-        if len(parts) >= 2 and parts[0] in HOSTS_SINKS:
+        if len(parts) >= 2 and (parts[0] in HOSTS_SINKS or parts[0] in HOSTS_HEADER_ADDRESSES):
             for host in parts[1:]:
-                yield host, None, None
+                # the header every hosts file starts with names the machine, not a threat
+                if host.lower() not in HOSTS_HEADER_NAMES and _address_bytes(host) is None:
+                    yield host, None, None
         else:
             yield parts[0], None, None
 
@@ -337,10 +367,11 @@ class IntelMatcher:
         def work() -> None:
             started = time.perf_counter()
             try:
-                fresh = load_indicators(paths)
-            except IntelError as exc:
+                fresh = load_indicators(paths, pause=lambda: time.sleep(RELOAD_PAUSE_S))
+            except Exception as exc:  # anything: the old lists stay, and it is said why
                 self.stats["intel.load_failures"] += 1
-                log.warning("intel.load_failed", error=str(exc), kept=len(self.indicators))
+                error = str(exc) if isinstance(exc, IntelError) else f"{type(exc).__name__}: {exc}"
+                log.warning("intel.load_failed", error=error, kept=len(self.indicators))
             else:
                 self._install(fresh)
                 log.info(
@@ -366,6 +397,8 @@ class IntelMatcher:
     def _install(self, indicators: Indicators) -> None:
         self.indicators = indicators
         self.armed = len(indicators) > 0
+        # long-lived lists make every full collection walk them: set what lives now aside
+        gc.freeze()
         self.stats["intel.loads"] += 1
         self.stats["intel.indicators"] = len(self.indicators)
         self.stats["intel.rejected"] = self.indicators.rejected

@@ -169,6 +169,17 @@ def agreement(ours: Path, theirs: Path) -> list[str]:
     return rows
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, for the figures' context."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def _environment() -> list[str]:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -177,14 +188,7 @@ def _environment() -> list[str]:
     dirty = (
         " (with uncommitted changes)" if git("status", "--porcelain", "--", "agent", "ext") else ""
     )
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
