@@ -17,6 +17,7 @@ often outlives its answer's TTL, so the TTL would lose most CDN-hosted flows.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from agent.dns import ADDRESS_TYPES
@@ -96,6 +97,9 @@ class Attributor:
         self.services = services
         self.stats = stats
         self.answers = AnswerCache(stats, dns_cache_entries, dns_cache_s, grace_s)
+        # told of every answer learned from a DNS record here (the daemon's workers share
+        # them: fanout may send a lookup and the connection after it to different workers)
+        self.on_learn: Callable[[str, str, list[str], list[int], float], None] | None = None
         self._long_flows: OrderedDict[str, str] = OrderedDict()  # flow id -> name from DNS
 
     def annotate(self, record: dict[str, Any]) -> None:
@@ -105,9 +109,10 @@ class Attributor:
             name = record["qname"]
             answers = record["answers"]
             if name and answers and record["rcode"] == 0:
-                self.answers.learn(
-                    record["src"], name, answers, record["answer_types"], record["ts"]
-                )
+                types = record["answer_types"]
+                self.answers.learn(record["src"], name, answers, types, record["ts"])
+                if self.on_learn is not None:
+                    self.on_learn(record["src"], name, answers, types, record["ts"])
         elif kind == "flow":
             name = record["name"]
             if name is None:

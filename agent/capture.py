@@ -93,9 +93,9 @@ class RingCapture:
                 self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             if fanout_group is not None:
                 mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
-                self.sock.setsockopt(
-                    SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (mode << 16)
-                )
+                # packed unsigned: with the DEFRAG flag the value is past a C int's range
+                fanout = (fanout_group & 0xFFFF) | (mode << 16)
+                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", fanout))
         except BaseException:
             self.sock.close()
             raise
@@ -107,6 +107,11 @@ class RingCapture:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def take_error(self) -> int:
+        """Reads and clears the socket's pending error (ENETDOWN after the link went down):
+        until it is read, poll() reports POLLERR at once, forever."""
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
     def batches(self) -> Iterator[FrameBatch]:
         """Every block the kernel has handed over, in ring order, as a frame batch.

@@ -250,14 +250,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from agent.daemon import main_run
 
-    config = _config_from(args.config)
-    if args.interface:
-        config = replace(config, capture=replace(config.capture, interfaces=tuple(args.interface)))
-    if args.events:
-        config = replace(config, daemon=replace(config.daemon, events=args.events))
-    if args.workers:
-        config = replace(config, capture=replace(config.capture, workers=args.workers))
-    return main_run(config, Path(args.config) if args.config else None)
+    def overrides(config: Config) -> Config:
+        """The command line's changes, made again to a config reloaded on SIGHUP."""
+        if args.interface:
+            capture = replace(config.capture, interfaces=tuple(args.interface))
+            config = replace(config, capture=capture)
+        if args.events:
+            config = replace(config, daemon=replace(config.daemon, events=args.events))
+        if args.workers:
+            config = replace(config, capture=replace(config.capture, workers=args.workers))
+        return config
+
+    config = overrides(_config_from(args.config))
+    return main_run(config, Path(args.config) if args.config else None, overrides)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -342,13 +347,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(Path(args.path))
+        config = load_config(Path(args.path))
+        problems = _data_problems(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{args.path}: {problem}", file=sys.stderr)
+        problems = exc.problems
+    for problem in problems:
+        print(f"{args.path}: {problem}", file=sys.stderr)
+    if problems:
         return EXIT_USAGE
     print(f"{args.path}: ok")
     return 0
+
+
+def _data_problems(config: Config) -> list[str]:
+    """What the options name but the TOML cannot show: the capture filter compiles, the
+    services and indicator files read."""
+    from agent.daemon import filter_problems
+    from agent.intel import IntelError, load_indicators
+    from agent.services import ServiceMap
+
+    problems = filter_problems(config)
+    try:
+        ServiceMap(tuple(Path(p) for p in config.attribution.services_files))
+    except ValueError as exc:
+        problems.append(f"attribution.services_files: {exc}")
+    try:
+        load_indicators(config.intel.files)
+    except IntelError as exc:
+        problems.append(f"intel.files: {exc}")
+    return problems
 
 
 def build_parser() -> argparse.ArgumentParser:

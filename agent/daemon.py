@@ -14,7 +14,6 @@ Signal handlers only set flags; the loops look at them at least every 200 ms.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import signal
@@ -22,11 +21,13 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
+from agent.answer_share import AnswerShare, answer_shares
 from agent.bpf import compile_filter
 from agent.capture import RingCapture, RingConfig
 from agent.config import Config, ConfigError, load_config
@@ -106,6 +107,13 @@ RESTART_SECTIONS = (
 )  # fmt: skip
 
 
+Overrides = Callable[[Config], Config] | None
+
+
+def _with(overrides: Overrides, config: Config) -> Config:
+    return overrides(config) if overrides is not None else config
+
+
 class Worker:
     def __init__(
         self,
@@ -116,10 +124,14 @@ class Worker:
         bpf: dict[int, list[tuple[int, int, int, int]]],
         groups: dict[str, int],
         log: Any,
+        overrides: Overrides = None,
+        share: AnswerShare | None = None,
     ) -> None:
         self.index = index
+        self.share = share
         self.config = config
         self.config_path = config_path
+        self.overrides = overrides
         self.log = log.bind(worker=index)
         workers = config.capture.workers
         ring = RingConfig(
@@ -141,6 +153,10 @@ class Worker:
         events = _events_path(config.daemon.events, index, workers)
         self.writer = JsonLinesWriter(events) if events else None
         self.pipeline = Pipeline(config)
+        attributor = self.pipeline.enrich.attributor
+        if share is not None and attributor is not None:
+            stats = self.pipeline.stats
+            attributor.on_learn = lambda *answer: share.publish(stats, *answer)
         self.capture: Counter[str] = Counter()
         self.shipper = self._shipper() if config.ship.url else None
 
@@ -212,13 +228,27 @@ class Worker:
         for ring in self.rings:
             poller.register(ring.fileno(), select.POLLIN)
         poller.register(flags.fileno(), select.POLLIN)
+        if self.share is not None:
+            poller.register(self.share.fileno(), select.POLLIN)
         next_tick = next_stats = time.monotonic()
         last_packets = last_bytes = 0
         last_stats = time.monotonic()
+        by_fd = {ring.fileno(): ring for ring in self.rings}
         while not flags.stop:
+            events: list[tuple[int, int]] = []
             with contextlib.suppress(InterruptedError):
-                poller.poll(POLL_MS)
+                events = poller.poll(POLL_MS)
+            for fd, mask in events:
+                if mask & select.POLLERR and fd in by_fd:
+                    error = by_fd[fd].take_error()
+                    if error:
+                        self.log.info(
+                            "capture.socket_error",
+                            interface=by_fd[fd].ifname,
+                            error=os.strerror(error),
+                        )
             flags.clear()
+            self._take_shared_answers()
             for ring in self.rings:
                 for batch in ring.batches():
                     self._emit(self.pipeline.feed(batch))
@@ -236,6 +266,14 @@ class Worker:
                 flags.reload = False
                 self._reload()
         return self._shutdown()
+
+    def _take_shared_answers(self) -> None:
+        """The DNS answers other workers learned, into this worker's answer cache."""
+        attributor = self.pipeline.enrich.attributor
+        if self.share is None or attributor is None:
+            return
+        for answer in self.share.receive(self.pipeline.stats):
+            attributor.answers.learn(*answer)
 
     def _read_kernel_stats(self) -> None:
         for ring in self.rings:
@@ -278,7 +316,7 @@ class Worker:
             intel.reload(self.config.intel.files, self.log)
             return
         try:
-            new = load_config(self.config_path)
+            new = _with(self.overrides, load_config(self.config_path))
         except ConfigError as exc:
             self.log.warning("config.rejected", problems=exc.problems)
             return
@@ -290,13 +328,20 @@ class Worker:
             summary.window_ns = int(new.ship.window_s * NS)
             summary.compression = new.ship.compression
         self.config = replace(self.config, log=new.log, ship=new.ship, intel=new.intel)
+        # said at the old level: a new level of "warning" would hide the line itself
+        self.log.info("config.reloaded", applied=sorted(live), restart_needed=changed)
         configure(new.log.level)
         # indicator lists load on a thread and replace the old ones when complete
         intel.reload(new.intel.files, self.log)
-        self.log.info("config.reloaded", applied=sorted(live), restart_needed=changed)
 
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.config.daemon.stop_timeout_s
+        # The kernel hands a block over block_timeout_ms after its first packet: wait that
+        # long and read once more, so the last packets before SIGTERM are not lost.
+        time.sleep(self.config.capture.block_timeout_ms / 1000 + 0.02)
+        for ring in self.rings:
+            for batch in ring.batches():
+                self._emit(self.pipeline.feed(batch))
         self._read_kernel_stats()
         self._emit(self.pipeline.drain())
         if self.writer is not None:
@@ -318,7 +363,7 @@ class Worker:
         return 0
 
 
-def run(config: Config, config_path: Path | None) -> int:
+def run(config: Config, config_path: Path | None, overrides: Overrides = None) -> int:
     configure(config.log.level)
     log = get_logger(component="daemon")
     links = resolve(config)
@@ -332,6 +377,14 @@ def run(config: Config, config_path: Path | None) -> int:
     base = config.capture.fanout_group or (os.getpid() % 0x7FFF + 1)
     groups = {link.name: (base + i) & 0xFFFF for i, link in enumerate(links)}
     workers = config.capture.workers
+    for index in range(config.capture.workers):  # one line here, not a worker that dies
+        path = _events_path(config.daemon.events, index, config.capture.workers)
+        if path and path != "-":
+            try:
+                with open(path, "a"):
+                    pass
+            except OSError as exc:
+                raise DaemonError(f"--events {path}: {exc.strerror or exc}") from None
     try:  # the data files enrichment needs: one line here rather than a failure per worker
         Enricher(config, Counter())
     except EnrichError as exc:
@@ -343,6 +396,7 @@ def run(config: Config, config_path: Path | None) -> int:
     for link in links:
         if not link.up:
             log.warning("link.down", interface=link.name, at="start")
+    shares = answer_shares(workers)
     ready_r, ready_w = os.pipe()
     children: dict[int, int] = {}
     for index in range(workers):
@@ -352,7 +406,10 @@ def run(config: Config, config_path: Path | None) -> int:
             code = 1
             try:
                 flags = _Flags()
-                worker = Worker(index, config, config_path, links, bpf, groups, log)
+                share = shares[index] if shares else None
+                worker = Worker(
+                    index, config, config_path, links, bpf, groups, log, overrides, share
+                )
                 code = worker.run(flags, ready_w)
             except Exception as exc:
                 log.error("worker.failed", worker=index, error=f"{type(exc).__name__}: {exc}")
@@ -360,6 +417,8 @@ def run(config: Config, config_path: Path | None) -> int:
                 os._exit(code)
         children[pid] = index
     os.close(ready_w)
+    for share in shares:  # the workers hold them now
+        share.close()
     return _supervise(config, config_path, links, children, ready_r, log)
 
 
@@ -383,21 +442,28 @@ def _supervise(
     ready = 0
     watcher: LinkWatcher | None = None
     poller = select.poll()
+    os.set_blocking(ready_r, False)  # a slow worker must not hold up SIGTERM
     poller.register(ready_r, select.POLLIN)
+    waiting_ready = True
     poller.register(flags.fileno(), select.POLLIN)
     code = 0
     while True:
         poller.poll(POLL_MS)
         flags.clear()
-        if ready < len(children):
+        if waiting_ready:
             try:
-                ready += len(os.read(ready_r, 64))
+                got = os.read(ready_r, 64)
             except BlockingIOError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EAGAIN:
-                    raise
-            if ready >= len(children):
+                got = None
+            if got is not None:
+                ready += len(got)
+                if not got or ready >= len(children):
+                    # every worker is ready (or gone): a pipe whose writers closed would
+                    # wake poll() at once, forever
+                    poller.unregister(ready_r)
+                    os.close(ready_r)
+                    waiting_ready = False
+            if ready >= len(children) and watcher is None:
                 watcher = LinkWatcher([link.name for link in links])
                 poller.register(watcher.fileno(), select.POLLIN)
                 drop(config.daemon.user)
@@ -466,26 +532,46 @@ def _reload(
     config_path: Path | None, children: dict[int, int], notifier: Notifier, log: Any
 ) -> None:
     if config_path is None:
-        log.info("config.reload_ignored", reason="started without --config")
+        log.info("config.reload_ignored", reason="started without --config; lists reload")
+        _signal_workers(children, signal.SIGHUP)  # the indicator lists may have changed
         return
     notifier.reloading()
     try:
-        load_config(config_path)
+        new = load_config(config_path)
+        problems = filter_problems(new)
     except ConfigError as exc:
-        log.warning("config.rejected", path=str(config_path), problems=exc.problems)
+        problems = exc.problems
+    if problems:
+        log.warning("config.rejected", path=str(config_path), problems=problems)
         notifier.ready("config rejected; the previous one keeps running")
         return
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGHUP)
+    _signal_workers(children, signal.SIGHUP)
     log.info("config.accepted", path=str(config_path))
     notifier.ready()
 
 
-def main_run(config: Config, config_path: Path | None) -> int:
-    """`tapsense run`: DaemonError is a one-line error with exit code 2."""
+def _signal_workers(children: dict[int, int], signum: int) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def filter_problems(config: Config) -> list[str]:
+    """A capture filter that libpcap cannot compile, as config problems (empty: none)."""
+    if not config.capture.bpf:
+        return []
     try:
-        return run(config, config_path)
+        compile_filter(config.capture.bpf, 1)
+    except ValueError as exc:
+        return [f"capture.bpf: {exc}"]
+    return []
+
+
+def main_run(config: Config, config_path: Path | None, overrides: Overrides = None) -> int:
+    """`tapsense run`: DaemonError is a one-line error with exit code 2. `overrides` are the
+    command line's changes to the file's config, made again to every reloaded file."""
+    try:
+        return run(config, config_path, overrides)
     except DaemonError as exc:
         print(f"tapsense: error: {exc}", file=sys.stderr)
         return 2

@@ -63,14 +63,21 @@ def describe(name: str) -> Link:
 class LinkWatcher:
     def __init__(self, names: list[str]) -> None:
         self.names = set(names)
+        # the state at start, so that only changes are reported
         self._state: dict[str, str] = {}
+        for name in names:
+            try:
+                self._state[name] = "up" if describe(name).up else "down"
+            except ValueError:
+                self._state[name] = "gone"
         self._events: queue.Queue[LinkEvent] = queue.Queue()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
-        self._ipr = IPRoute()
-        self._ipr.bind(groups=RTMGRP_LINK)
+        self._ipr: IPRoute | None = None
+        self._bound = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tapsense-links", daemon=True)
         self._thread.start()
+        self._bound.wait(5.0)
 
     def fileno(self) -> int:
         """Readable when events wait (for the daemon's poll)."""
@@ -85,6 +92,15 @@ class LinkWatcher:
         return out
 
     def _run(self) -> None:
+        # The netlink socket is made and bound in the thread that reads it: pyroute2 hands
+        # a socket bound in one thread nothing when another thread reads it.
+        try:
+            self._ipr = IPRoute()
+            self._ipr.bind(groups=RTMGRP_LINK)
+        except Exception:
+            self._bound.set()
+            return
+        self._bound.set()
         try:
             while True:
                 for msg in self._ipr.get():
@@ -106,7 +122,8 @@ class LinkWatcher:
 
     def close(self) -> None:
         try:
-            self._ipr.close()
+            if self._ipr is not None:
+                self._ipr.close()
         finally:
             os.close(self._read_fd)
             os.close(self._write_fd)

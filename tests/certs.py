@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +127,17 @@ def make_pki(folder: Path) -> Pki:
         folder, "stranger", _issue("stranger", stranger_key, other_ca, other_key), stranger_key
     )
     return Pki(folder / "ca.pem", server, client, stranger)
+
+
+def self_signed(folder: Path, common: str = "server.tapsense.test") -> tuple[Path, Path]:
+    """A self-signed P-256 certificate and its key (what `openssl req -x509` makes), for
+    servers whose clients are told not to verify."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", f"/CN={common}", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

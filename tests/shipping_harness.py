@@ -20,9 +20,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from tests.util import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -30,20 +32,6 @@ RECORD_TABLES = ("dns", "tls", "quic", "flow")
 
 
 # --- waiting ----------------------------------------------------------------------------
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
-) -> Any:
-    """Polls `condition` until it returns something true; raises TimeoutError after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {timeout_s} s for {what}")
-        time.sleep(interval_s)
 
 
 def free_port() -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from agent.capfile import CaptureSource, replay_batches
 from agent.config import Config
@@ -40,3 +42,17 @@ def pcap_bytes(frames: Iterable[tuple[float, bytes]], linktype: int = 1) -> byte
         usec = round((ts - sec) * 1e6)
         out.append(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame)
     return b"".join(out)
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
+) -> Any:
+    """Polls `condition` until it returns something true; TimeoutError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"waited {timeout_s} s for {what}")
+        time.sleep(interval_s)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import self_signed
 from tests.netns import Host, capture, requires_netns, veth_pair, wait_port
 from tests.util import of_type, replay
 
@@ -32,31 +33,7 @@ def hosts() -> Iterator[tuple[Host, Host]]:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("cert")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=server.tapsense.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("cert"))
 
 
 @pytest.fixture(scope="module")
