@@ -218,7 +218,7 @@ def report_bytes(b: dict[str, Any]) -> list[str]:
         f" ({b['jsonl_records_bytes'] / n:.0f} without the final stats line).",
         "",
         "| batches | window_s | batches | bytes | bytes per record | JSON Lines / batches |"
-        " `compression = \"none\"`: bytes per record | ratio |",
+        ' `compression = "none"`: bytes per record | ratio |',
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (window_s, keep), s in b["settings"].items():
@@ -238,7 +238,7 @@ def report_bytes(b: dict[str, Any]) -> list[str]:
         f"**{verdict}** ({ratio:.2f}x at the default window_s = 10).",
         "",
         "Where the bytes of the batches go before deflate"
-        " (`compression = \"none\"`, bytes per record):",
+        ' (`compression = "none"`, bytes per record):',
         "",
         "| batches | window_s | record tables | stats | rollups | keys and frame |",
         "|---|---:|---:|---:|---:|---:|",
