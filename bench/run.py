@@ -119,8 +119,18 @@ def capture(packets: int, seed: int) -> Path:
     return path
 
 
+# The reference does the job of the core and TLS/QUIC issues: decode, flows, DNS, hellos.
+# Service attribution is a further job (bench/enrich.py measures it), so it is off here.
+SAME_JOB_CONFIG = OUT_DIR / "same-job.toml"
+
+
 def tapsense(path: Path, events: str = "/dev/null") -> list[str]:
-    return [sys.executable, "-m", "agent", "replay", str(path), "--events", events, "-q"]
+    SAME_JOB_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    SAME_JOB_CONFIG.write_text("[attribution]\nenabled = false\n")
+    return [
+        *(sys.executable, "-m", "agent", "replay", str(path), "--events", events, "-q"),
+        *("--config", str(SAME_JOB_CONFIG)),
+    ]
 
 
 def reference(path: Path, packets: int, events: str = "/dev/null") -> list[str]:
