@@ -44,7 +44,8 @@ def _size(n: float) -> str:
     return f"{n:,.1f} TB"
 
 
-def _colours(report: dict[str, Any]) -> dict[str, str]:
+def category_colours(report: dict[str, Any]) -> dict[str, str]:
+    """A colour per category, the same in every chart (grey for unattributed traffic)."""
     names = [c["category"] or "unattributed" for c in report["categories"]]
     return {
         name: PALETTE[i] if i < len(PALETTE) and name != "unattributed" else OTHER
@@ -141,7 +142,7 @@ def _cell(value: Any) -> str:
 
 
 def render_html(report: dict[str, Any], title: str = "tapsense report") -> str:
-    colours = _colours(report)
+    colours = category_colours(report)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     since = report.get("since")
     period = (

@@ -25,7 +25,7 @@ from agent.capfile import CaptureSource, replay_batches
 from agent.config import parse_config
 from agent.core import Pipeline
 from agent.report import build, open_store
-from agent.report_html import PALETTE, render_html
+from agent.report_html import OTHER, category_colours, render_html
 from agent.store import Store
 from agent.summary import Summariser
 from agent.wire import decode_batch, frame, parse_message
@@ -168,6 +168,9 @@ def test_html_report_in_a_headless_browser(tmp_path: Path) -> None:
     width, height, rows = _png_pixels(shot.read_bytes())
     assert (width, height) == (1200, 1600)
     colours = Counter(row[i : i + 3] for row in rows[::2] for i in range(0, len(row), 6))
-    top = bytes.fromhex(PALETTE[0][1:])  # the biggest category's bar and heatmap peak
+    # the biggest named category's bar and heatmap peak, in its own colour
+    named = next(c["category"] for c in report["categories"] if c["category"])
+    top = bytes.fromhex(category_colours(report)[named][1:])
+    assert top != bytes.fromhex(OTHER[1:])
     assert colours[top] > 200, colours.most_common(5)
     assert len(colours) > 50  # text, bars, cells: not a blank or error page
