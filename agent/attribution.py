@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.dns import ADDRESS_TYPES
+from agent.intel import MAX_NAME
 from agent.services import ServiceMap
 
 NAMED_TYPES = ("dns", "tls", "quic", "flow")
@@ -127,6 +128,8 @@ class Attributor:
             name = record["sni"]
         else:
             return
+        if name and len(name) > MAX_NAME:  # no DNS name is longer: not worth a lookup
+            name = None
         service = self.services.lookup(name) if name else None
         if service is not None:
             record["service"], record["category"] = service.id, service.category

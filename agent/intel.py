@@ -51,6 +51,7 @@ HOSTS_HEADER_NAMES = frozenset((
     "ip6-allhosts",
 ))  # fmt: skip
 PAUSE_EVERY = 20_000
+MAX_NAME = 254  # RFC 1035 section 2.3.4: 253 characters, and a trailing dot
 MAX_ORIGINS = 1 << 16
 _DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 DEDUPE_FLOWS = 1 << 16  # flows whose hits are remembered to report each once
@@ -99,8 +100,8 @@ class Indicators:
         if "/" in text:
             return self._add_network(text, origin)
         raw = _address_bytes(text)
-        if raw is not None:
-            self.addresses[raw] = (text, origin)
+        if raw is not None:  # stored in its one text form, as records write addresses
+            self.addresses[raw] = (_address_text(raw), origin)
             return True
         name = text.rstrip(".")
         if name.startswith("*."):
@@ -125,15 +126,18 @@ class Indicators:
         if length > width:
             return False
         if length == width:
-            self.addresses[raw] = (address, origin)
+            self.addresses[raw] = (_address_text(raw), origin)
             return True
         mask = ((1 << length) - 1) << (width - length)
         network = int.from_bytes(raw, "big") & mask
-        self.networks.setdefault((width, length), {})[network] = (text, origin)
+        canonical = f"{_address_text(network.to_bytes(len(raw), 'big'))}/{length}"
+        self.networks.setdefault((width, length), {})[network] = (canonical, origin)
         return True
 
     def match_name(self, name: str) -> tuple[str, str, Origin] | None:
         """(indicator, indicator_type, origin) of a host name, exact before suffix."""
+        if len(name) > MAX_NAME:  # no DNS name is longer; walking it would only cost time
+            return None
         name = name.lower().rstrip(".")  # an absolute name is the same name
         origin = self.exact_domains.get(name)
         if origin is not None:
@@ -177,6 +181,10 @@ class Indicators:
             self._probes.setdefault(width, []).append((mask, table))
 
 
+def _address_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+
+
 def _address_bytes(text: str) -> bytes | None:
     if ":" in text:
         try:
@@ -205,10 +213,10 @@ def load_indicators(paths: tuple[str, ...], pause: Callable[[], None] | None = N
         before = len(out)
         rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _text_rows(text)
         try:
-            for indicator, kind, tag in rows:
+            for line, (indicator, kind, tag) in enumerate(rows, 1):
                 if not out.add(indicator, _origin(path.name, tag), kind):
                     out.rejected += 1
-                if pause is not None and len(out) % PAUSE_EVERY == 0:
+                if pause is not None and line % PAUSE_EVERY == 0:
                     pause()
         except csv.Error as exc:
             raise IntelError(f"{path}: not CSV that can be read: {exc}") from None

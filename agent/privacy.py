@@ -177,6 +177,8 @@ class RecordPrivacy:
             if value in hidden:
                 record[key] = hide(value)
         kind = record["type"]
+        if kind == "dns":
+            self._hide_client_subnet(record)
         if kind == "dns" and record["answers"]:
             answers = record["answers"]
             rewrite = self._is_local if self.local else lambda _a: self._link_local(record)
@@ -189,14 +191,38 @@ class RecordPrivacy:
                     for a, t in zip(answers, record["answer_types"], strict=False)
                 ]
         elif kind == "intel":
+            link_local = not self.local and self._link_local(record)
             for key in ("value", "indicator"):
                 value = record.get(key)
-                if value is not None and (
-                    value in hidden or (self.local and self._is_local(value))
+                address = _canonical(value) if value is not None else None
+                if address is None:
+                    continue
+                if (
+                    address in hidden
+                    or (self.local and self._is_local(address))
+                    or (link_local and not ipaddress.ip_address(address).is_multicast)
                 ):
-                    record[key] = hide(value)
+                    record[key] = hide(address)
         if record["src"] != src or record["dst"] != dst:
             record["flow"] = self._flow_id(record, src, dst)
+
+    def _hide_client_subnet(self, record: dict[str, Any]) -> None:
+        """EDNS Client Subnet (RFC 7871) carries the client's own network: it is rewritten
+        like the client (the pseudonym of its prefix, cut to the prefix length)."""
+        edns = record.get("edns")
+        if not isinstance(edns, dict) or not edns.get("ecs"):
+            return
+        subnet = edns["ecs"]
+        address, _, length_text = subnet.partition("/")
+        if self.local and not self._is_local(address):
+            return
+        try:
+            length = int(length_text)
+            network = ipaddress.ip_network(f"{self.pseudonymise(address)}/{length}", strict=False)
+        except ValueError:
+            record["edns"] = {**edns, "ecs": None}  # not an address: nothing of it leaves
+            return
+        record["edns"] = {**edns, "ecs": str(network)}
 
     def _hidden_addresses(self, record: dict[str, Any]) -> set[str]:
         """The endpoint addresses of a record that must not leave in clear."""
@@ -229,6 +255,14 @@ class RecordPrivacy:
                 one_way=icmp_one_way(number, sport, dport),
             )
         return flow_id
+
+
+def _canonical(text: str) -> str | None:
+    """The address in its one text form (an IPv6 address can be written many ways), or None."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 LINK_LOCAL_PORTS = frozenset((5353, 5355))  # mDNS (RFC 6762), LLMNR (RFC 4795)

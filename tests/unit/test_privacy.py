@@ -910,3 +910,45 @@ def test_one_way_icmp_follows_the_community_id_rule(pan: Pseudonymiser) -> None:
     assert out["flow"] == community_id(
         1, packed(pan("198.51.100.2")), packed("10.1.0.2"), 3, 3, one_way=True
     )
+
+
+def test_the_client_subnet_of_edns_is_rewritten_like_the_client(pan: Pseudonymiser) -> None:
+    """EDNS Client Subnet (RFC 7871) is the client's own network."""
+    query = dns("10.1.2.55", "198.51.100.53", [])
+    query["edns"] = {"udp_size": 1232, "rcode_high": 0, "version": 0, "do": False,
+                     "options": [8], "ecs": "10.1.2.55/32"}  # fmt: skip
+    for privacy in (RecordPrivacy(pan), RecordPrivacy(pan, LOCAL)):
+        out = rewritten(privacy, query)
+        assert "10.1.2" not in json.dumps(out)
+        assert out["edns"]["ecs"] == f"{pan('10.1.2.55')}/32"
+    wide = rewritten(RecordPrivacy(pan), query | {"edns": {**query["edns"], "ecs": "10.1.2.0/24"}})
+    network = wide["edns"]["ecs"]
+    assert network.endswith("/24") and network.startswith(pan("10.1.2.0").rsplit(".", 1)[0])
+    outside = rewritten(RecordPrivacy(pan, LOCAL), query | {"edns": {**query["edns"],
+                        "ecs": "203.0.113.0/24"}})  # fmt: skip
+    assert outside["edns"]["ecs"] == "203.0.113.0/24"  # not the site's: left alone
+
+
+def test_an_indicator_written_another_way_is_still_the_client(
+    pan: Pseudonymiser, tmp_path: Path
+) -> None:
+    from agent.intel import IntelMatcher, load_indicators
+
+    listed = tmp_path / "iocs.txt"
+    listed.write_text("2001:0db8::5\n")
+    matcher = IntelMatcher(Counter(), load_indicators((str(listed),)))
+    record = flow("2001:db8::5", "2001:db8:ffff::1", 40001, 443)
+    hits: list[dict[str, Any]] = []
+    matcher.scan(record, hits)
+    [hit] = hits
+    out = rewritten(RecordPrivacy(pan), hit)
+    assert "2001:db8::5" not in json.dumps(out) and "0db8::5" not in json.dumps(out)
+    assert out["indicator"] == out["value"] == out["client"] == pan("2001:db8::5")
+
+
+def test_an_intel_value_from_a_link_local_answer_is_hidden(pan: Pseudonymiser) -> None:
+    hit = intel("192.168.1.50", "224.0.0.251", sport=5353) | {
+        "dport": 5353, "matched": "dns.answer", "indicator": "192.168.1.0/24",
+        "indicator_type": "cidr", "value": "192.168.1.23"}  # fmt: skip
+    out = rewritten(RecordPrivacy(pan), hit)
+    assert out["value"] == pan("192.168.1.23") and out["dst"] == "224.0.0.251"
