@@ -24,6 +24,8 @@ from typing import Any
 from agent.store import Store
 from agent.wire import MAX_FRAME, SCHEMA_VERSIONS, FrameReader, WireError, decode_batch, frame
 
+HELLO_MAX = 1 << 16  # bytes a hello frame may have
+MAX_CONNECTIONS = 1024  # at once; more are closed at once, counted and logged
 CLOSE_WAIT_S = 2.0  # a peer that does not finish closing is not waited for longer
 
 
@@ -49,8 +51,10 @@ class Collector:
         hello_timeout_s: float = 10.0,
         frame_timeout_s: float = 30.0,
         idle_timeout_s: float = 600.0,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.store = store
+        self.max_connections = max_connections
         self.log = log
         self.tls = tls
         self.max_frame = max_frame
@@ -64,6 +68,8 @@ class Collector:
             "records": 0,
             "rejected": 0,
             "tls_refused": 0,
+            "busy_refused": 0,
+            "store_failures": 0,
         }
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapsense-store")
         self._server: asyncio.Server | None = None
@@ -95,6 +101,11 @@ class Collector:
         self.log.info("collect.stopped", **self.counters)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tasks) >= self.max_connections:
+            self.counters["busy_refused"] += 1
+            self.log.warning("collect.busy", peer=_peer(writer), connections=len(self._tasks))
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:  # stop() waits for the connections in flight
             self._tasks.add(task)
@@ -121,7 +132,9 @@ class Collector:
                     writer.transport.abort()
                     aborted = True
                     return
-            # the whole hello within hello_timeout_s, however slowly its bytes come
+            # the whole hello within hello_timeout_s, however slowly its bytes come, and
+            # small: a peer that is nobody yet holds no more than HELLO_MAX of memory
+            frames.max_frame = min(self.max_frame, HELLO_MAX)
             hello = await self._next(
                 reader, frames, queue, self.hello_timeout_s, time.monotonic() + self.hello_timeout_s
             )
@@ -137,6 +150,7 @@ class Collector:
             ):
                 await self._refuse(writer, peer, f"bad hello: {_brief(hello)}")
                 return
+            frames.max_frame = self.max_frame
             writer.write(frame({"type": "welcome", "schema": max(SCHEMA_VERSIONS)}))
             await writer.drain()
             self.log.info("collect.sensor_connected", sensor=sensor, peer=peer)
@@ -147,15 +161,23 @@ class Collector:
                 if message.get("type") != "batch":
                     await self._refuse(writer, peer, f"unexpected {_brief(message)}")
                     return
-                batch = decode_batch(message)
+                loop = asyncio.get_running_loop()
+                # off the event loop (inflating and checking a large batch takes a while), in
+                # the writer's one thread: one batch in memory at a time, whatever the peers
+                batch = await loop.run_in_executor(self._writer, decode_batch, message)
                 if batch["sensor"] != sensor:
                     await self._refuse(writer, peer, f"batch of {batch['sensor']!r} on {sensor!r}")
                     return
-                loop = asyncio.get_running_loop()
                 try:
                     stored = await loop.run_in_executor(
                         self._writer, self.store.write_batch, batch, peer
                     )
+                except sqlite3.OperationalError as exc:
+                    # the database, not the batch (locked, disk full): no ack, so the sensor
+                    # keeps the batch in its spool and sends it again after reconnecting
+                    self.counters["store_failures"] += 1
+                    self.log.error("collect.store_failed", peer=peer, error=str(exc))
+                    return
                 except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
                     # the transaction rolled back: nothing of the batch is stored
                     await self._refuse(writer, peer, f"batch not storable: {exc}")

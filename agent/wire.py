@@ -67,9 +67,23 @@ class FrameReader:
         return out
 
 
+# Object counts msgpack may build from one message: an empty list costs a byte on the wire
+# and some 56 in memory, so these bound what a hostile frame can make the reader allocate.
+UNPACK_LIMITS = {
+    "max_str_len": 1 << 20,
+    "max_bin_len": MAX_FRAME,
+    "max_array_len": 1 << 20,
+    "max_map_len": 1 << 16,
+    "max_ext_len": 0,
+}
+MAX_ROWS = 1 << 20  # records in one batch
+MAX_TS = float(1 << 40)  # seconds since the epoch: year 36812; anything later is no time
+MAX_COUNT = 1 << 48  # packets, bytes, flows or queries in one rollup row
+
+
 def _unpack(body: bytes) -> Any:
     try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, **UNPACK_LIMITS)
     except (
         ValueError,
         msgpack.ExtraData,
@@ -172,8 +186,8 @@ def decode_records(tables: dict[str, Any]) -> list[dict[str, Any]]:
                 if not _plain(value):
                     raise WireError(f"{kind}.{f}: not a plain value")
                 record[f] = value
-            if not isinstance(record.get("ts"), int | float) or isinstance(record["ts"], bool):
-                raise WireError(f"{kind}: ts must be a number")
+            if not _time(record.get("ts")):
+                raise WireError(f"{kind}: ts must be a time (seconds since the epoch)")
             records.append(record)
     return records
 
@@ -257,10 +271,8 @@ def decode_batch(message: dict[str, Any]) -> dict[str, Any]:
     if not 0 <= message["count"] < 1 << 63:
         raise WireError("batch: count out of range")
     window = message["window"]
-    if len(window) != 2 or not all(
-        isinstance(w, int | float) and not isinstance(w, bool) for w in window
-    ):
-        raise WireError("batch: window must be [start, end]")
+    if len(window) != 2 or not all(_time(w) for w in window) or window[0] > window[1]:
+        raise WireError("batch: window must be [start, end], times in order")
     if not message["sensor"] or len(message["sensor"]) > 200 or len(message["stream"]) > 200:
         raise WireError("batch: sensor and stream must be 1 to 200 characters")
     rollups = message["rollups"]
@@ -281,6 +293,13 @@ def decode_batch(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _time(value: Any) -> bool:
+    """A number of seconds since the epoch that SQLite and datetime can take."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < MAX_TS
+    )  # NaN fails both comparisons
+
+
 def _inflate_tables(deflated: bytes) -> Any:
     inflater = zlib.decompressobj()
     try:
@@ -291,7 +310,45 @@ def _inflate_tables(deflated: bytes) -> Any:
         raise WireError(f"batch: tables inflate past {MAX_INFLATED} bytes or are cut short")
     if inflater.unused_data:
         raise WireError("batch: bytes after the deflated tables")
-    return _unpack(packed)
+    return _unpack_tables(packed)
+
+
+def _unpack_tables(packed: bytes) -> dict[str, Any]:
+    """Inflated tables, unpacked row by row: a row that does not fit its table stops the
+    read at once, so a small deflated frame of millions of empty rows cannot make the
+    reader build them all (deflate shrinks repeats a thousandfold)."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, max_buffer_size=len(packed) + 1, **UNPACK_LIMITS
+    )
+    unpacker.feed(packed)
+    tables: dict[str, Any] = {}
+    rows_left = MAX_ROWS
+    try:
+        for _ in range(unpacker.read_map_header()):
+            kind = unpacker.unpack()
+            if not isinstance(kind, str) or unpacker.read_map_header() != 2:
+                raise WireError("batch: a table is a map of fields and rows")
+            if unpacker.unpack() != "fields":
+                raise WireError("batch: a table's fields come first")
+            fields = unpacker.unpack()
+            if not isinstance(fields, list) or unpacker.unpack() != "rows":
+                raise WireError("batch: a table is a map of fields and rows")
+            count = unpacker.read_array_header()
+            rows_left -= count
+            if rows_left < 0:
+                raise WireError(f"batch: more than {MAX_ROWS} records")
+            rows = []
+            for _ in range(count):
+                row = unpacker.unpack()
+                if not isinstance(row, list) or len(row) != len(fields):
+                    raise WireError(f"{kind}: a row must have one value per field")
+                rows.append(row)
+            tables[kind] = {"fields": fields, "rows": rows}
+        if unpacker.tell() != len(packed):
+            raise WireError("batch: bytes after the tables")
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData, TypeError) as exc:
+        raise WireError(f"batch: inflated tables are not msgpack tables: {exc}") from None
+    return tables
 
 
 _NUMBER = (int, float)
@@ -314,7 +371,7 @@ def _row_fits(row: Any, shape: tuple[tuple[type, ...], ...]) -> bool:
         and all(
             isinstance(v, kinds)
             and not (isinstance(v, bool) and bool not in kinds)
-            and (not isinstance(v, int) or _INT64[0] <= v < _INT64[1])
+            and (not isinstance(v, int) or 0 <= v < MAX_COUNT)
             for v, kinds in zip(row, shape, strict=True)
         )
     )

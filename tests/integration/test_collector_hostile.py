@@ -21,6 +21,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -1005,3 +1006,42 @@ def test_the_subprocess_logs_refusals_as_json(
     assert "exceeds" in rejected["reason"] and rejected["level"] == "warning"
     assert process.terminate() == 0
     assert keys_in(process.db, "batches") == Counter()
+
+
+# --- limits on peers that have not said who they are ------------------------------------------
+
+
+def test_a_hello_larger_than_a_hello_is_refused(tmp_path: Path) -> None:
+    """Before its hello a peer is nobody: a frame header announcing 16 MB is refused at once."""
+    running = RunningCollector(tmp_path / "big-hello.db")
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as peer:
+            peer.sendall(struct.pack("!I", (1 << 16) + 1))
+            reply = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := peer.recv(65536):  # an error frame, then the close
+                    reply += chunk
+        [rejected] = running.log.wait_for("collect.rejected")
+        assert str(1 << 16) in rejected["reason"]
+        assert FrameReader().feed(reply)[0]["type"] == "error"
+    finally:
+        running.stop()
+
+
+def test_connections_past_the_cap_are_closed_counted_and_logged(tmp_path: Path) -> None:
+    running = RunningCollector(tmp_path / "busy.db", max_connections=3)
+    peers = []
+    try:
+        for _ in range(3):
+            peers.append(socket.create_connection(("127.0.0.1", running.port), timeout=5))
+        time.sleep(0.3)  # the three are being served
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as extra:
+            extra.settimeout(5)
+            with contextlib.suppress(ConnectionError):
+                assert extra.recv(1) == b""
+        assert len(running.log.wait_for("collect.busy")) == 1
+        assert running.collector.counters["busy_refused"] == 1
+    finally:
+        for peer in peers:
+            peer.close()
+        running.stop()

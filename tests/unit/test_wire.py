@@ -537,7 +537,8 @@ def test_stats_nest_eight_levels_at_most_counting_its_own_map() -> None:
 @pytest.mark.parametrize("where", ["record", "stats"])
 def test_every_value_must_be_plain(where: str, value: Any) -> None:
     path = FLOW_NAME if where == "record" else ("stats", "odd")
-    with pytest.raises(WireError, match="plain"):
+    # msgpack extension types are refused when unpacked, the rest when checked
+    with pytest.raises(WireError, match=r"plain|max_ext_len"):
         through_the_wire(changed(path, value))
 
 
@@ -569,12 +570,12 @@ def test_addresses_of_4_and_16_bytes_are_accepted() -> None:
 
 @pytest.mark.parametrize("ts", ["100.5", None, True, [100.5], {"s": 1}], ids=repr)
 def test_every_record_needs_a_numeric_ts(ts: Any) -> None:
-    with pytest.raises(WireError, match="ts must be a number"):
+    with pytest.raises(WireError, match="ts must be a time"):
         through_the_wire(changed(("tables", "dns", "rows", 0, 0), ts))
 
 
 def test_a_record_without_ts_is_refused() -> None:
-    with pytest.raises(WireError, match="ts must be a number"):
+    with pytest.raises(WireError, match="ts must be a time"):
         through_the_wire(changed(("tables", "x"), {"fields": ["a"], "rows": [[1]]}))
 
 
