@@ -104,7 +104,14 @@ class Shipper:
         """Spools a batch for sending (disk only: the caller never waits on the network)."""
         counters = self.spool.counters
         dropped = counters["dropped_batches"], counters["dropped_records"]
-        self.spool.put(batch["stream"], batch["seq"], frame(batch), int(batch.get("count", 0)))
+        try:
+            framed = frame(batch)
+        except WireError as exc:  # past the wire's limit: the capture loop must go on
+            counters["dropped_batches"] += 1
+            counters["dropped_records"] += int(batch.get("count", 0))
+            self.log.error("ship.batch_too_large", seq=batch["seq"], error=str(exc))
+            return
+        self.spool.put(batch["stream"], batch["seq"], framed, int(batch.get("count", 0)))
         if counters["dropped_batches"] > dropped[0]:
             self.log.warning(
                 "ship.spool_dropped",
