@@ -167,9 +167,11 @@ class Worker:
         from agent.summary import Summariser
 
         ship = self.config.ship
-        stream = "live" if self.config.capture.workers == 1 else f"live-{self.index}"
-        directory = Path(ship.spool_dir) / stream
+        base = "live" if self.config.capture.workers == 1 else f"live-{self.index}"
+        directory = Path(ship.spool_dir) / base
         directory.mkdir(parents=True, exist_ok=True)
+        spool = Spool(directory, int(ship.spool_max_mb * (1 << 20)), ship.fsync)
+        stream = spool.stream_name(base)  # base.<id>: kept across restarts in the spool
         if os.geteuid() == 0 and self.config.daemon.user:
             import pwd
 
@@ -177,7 +179,6 @@ class Worker:
             os.chown(directory, entry.pw_uid, entry.pw_gid)
             for path in directory.iterdir():
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        spool = Spool(directory, int(ship.spool_max_mb * (1 << 20)), ship.fsync)
         target = Target.parse(
             ship.url,
             Path(ship.ca) if ship.ca else None,

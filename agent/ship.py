@@ -98,6 +98,15 @@ class Shipper:
         self._thread = threading.Thread(target=self._run, name="tapsense-ship", daemon=True)
 
     def start(self) -> None:
+        spool = self.spool.counters
+        if spool["recovered"] or spool["unreadable"]:
+            log = self.log.warning if spool["unreadable"] else self.log.info
+            log(
+                "ship.spool_recovered",
+                batches=spool["recovered"],
+                unreadable=spool["unreadable"],  # removed: what a crash cut short
+                directory=str(self.spool.directory),
+            )
         self._thread.start()
 
     def submit(self, batch: dict[str, Any]) -> None:
@@ -134,6 +143,9 @@ class Shipper:
             "spool_bytes": self.spool.size,
             "dropped_batches": spool["dropped_batches"],
             "dropped_records": spool["dropped_records"],
+            "recovered": spool["recovered"],
+            "unreadable": spool["unreadable"],  # spool files a crash left that did not read
+            "seq_reused": spool["seq_reused"],
         }
 
     def wait_drained(self, timeout_s: float) -> bool:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.wire import FrameReader, WireError
 
@@ -53,6 +55,7 @@ class Spool:
             "dropped_records": 0,
             "recovered": 0,
             "unreadable": 0,
+            "seq_reused": 0,
         }
         self._recover()
 
@@ -89,7 +92,10 @@ class Spool:
         """Stores a batch (its frame) until it is acknowledged; drops the oldest to fit."""
         with self._lock:
             key = (stream, seq)
-            if key in self._entries:
+            if key in self._entries:  # a number used twice: the second batch cannot go
+                self.counters["seq_reused"] += 1
+                self.counters["dropped_batches"] += 1
+                self.counters["dropped_records"] += records
                 return
             if len(framed) > self.max_bytes:  # could never fit: keep what is there
                 self.counters["dropped_batches"] += 1
@@ -158,23 +164,55 @@ class Spool:
             os.close(fd)
 
     # --- the sequence numbers of a live stream survive restarts ----------------------------
+    #
+    # A (stream, seq) pair names one batch for ever: the collector stores it once. So a
+    # restart must never number a new batch with a seq already used. The next seq is the
+    # larger of what state.json says and what the spool still holds; and a spool whose
+    # state.json is gone (a new disk, a wiped directory) starts a stream of a new name
+    # rather than seq 0 of an old one, whose numbers the collector has already stored.
 
-    def next_seq(self, stream: str) -> int:
+    def _state(self) -> dict[str, Any]:
         try:
             state = json.loads((self.directory / STATE).read_text())
-            return max(int(state.get(stream, 0)), 0)
-        except (OSError, ValueError, AttributeError, TypeError):
-            return 0
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        path = self.directory / STATE
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            out.write(json.dumps(state))
+            if self.fsync == "batch":
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+        if self.fsync == "batch":
+            self._sync_directory()
+
+    def stream_name(self, base: str) -> str:
+        """The name of this spool's stream `base`: `base.<8 hex digits>`, made once and kept
+        in state.json."""
+        state = self._state()
+        name = state.get(f"name:{base}")
+        if isinstance(name, str) and name.startswith(f"{base}."):
+            return name
+        name = f"{base}.{secrets.token_hex(4)}"
+        state[f"name:{base}"] = name
+        self._save_state(state)
+        return name
+
+    def next_seq(self, stream: str) -> int:
+        """The first seq a new batch of `stream` may take."""
+        try:
+            saved = max(int(self._state().get(stream, 0)), 0)
+        except (ValueError, TypeError):
+            saved = 0
+        with self._lock:
+            spooled = [seq for name, seq in self._entries if name == stream]
+        return max(saved, max(spooled) + 1 if spooled else 0)
 
     def save_next_seq(self, stream: str, seq: int) -> None:
-        path = self.directory / STATE
-        try:
-            state = json.loads(path.read_text())
-            if not isinstance(state, dict):
-                state = {}
-        except (OSError, ValueError):
-            state = {}
+        state = self._state()
         state[stream] = seq
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        self._save_state(state)
