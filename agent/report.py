@@ -127,27 +127,36 @@ def build(
         ("qname", "queries"),
     )
     sensors = []
+    streams: dict[str, list[dict[str, Any]]] = {}
+    for sensor, stats_json in db.execute("SELECT sensor, stats FROM streams ORDER BY stream"):
+        streams.setdefault(sensor, []).append(_json_map(stats_json))
     for sensor, last_seen, window_end, peer, batches, count, stats_json in db.execute(
         "SELECT sensor, last_seen, last_window_end, peer, batches, records, stats "
         "FROM sensors ORDER BY sensor"
     ):
-        stats = json.loads(stats_json or "{}")
-        shipping = stats.get("shipping", {})
-        caps = stats.get("caps", {})
+        # a sensor's workers ship streams of their own: their latest counters add up
+        latest = streams.get(sensor) or [_json_map(stats_json)]
         sensors.append(
             {
                 "sensor": sensor,
                 "peer": peer,
                 "last_seen": last_seen,
                 "seen_ago_s": round(now - last_seen, 1),
+                "streams": len(latest),
                 "batches": batches,
                 "records": count,
-                "packets": stats.get("packets", 0),
-                "kernel_drops": stats.get("kernel_drops", 0),
-                "cap_drops": sum(v for v in caps.values() if isinstance(v, int)),
-                "spool_batches": shipping.get("spool_batches", 0),
-                "spool_dropped_batches": shipping.get("dropped_batches", 0),
-                "lag_s": round(last_seen - window_end, 1),
+                "packets": _total(latest, "packets"),
+                "kernel_drops": _total(latest, "kernel_drops"),
+                "cap_drops": sum(
+                    _number(v) for stats in latest for v in _map(stats.get("caps")).values()
+                ),
+                "spool_batches": sum(
+                    _number(_map(stats.get("shipping")).get("spool_batches")) for stats in latest
+                ),
+                "spool_dropped_batches": sum(
+                    _number(_map(stats.get("shipping")).get("dropped_batches")) for stats in latest
+                ),
+                "lag_s": round(last_seen - (window_end or last_seen), 1),
             }
         )
     intel_total = db.execute("SELECT count(*) FROM intel WHERE ts >= ?", (since,)).fetchone()[0]
@@ -178,6 +187,27 @@ def build(
         "top_nxdomain": nxdomain,
         "sensors": sensors,
     }
+
+
+def _json_map(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> int | float:
+    """A counter from a sensor's stats, 0 when it is not a number (another sensor version)."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _total(stats: list[dict[str, Any]], key: str) -> int | float:
+    return sum(_number(s.get(key)) for s in stats)
 
 
 def _shares(
@@ -306,6 +336,7 @@ CATEGORY_COLUMNS = ("category", "bytes", "bytes %", "flows", "flows %")
 SENSOR_COLUMNS = (
     "sensor",
     "seen_ago_s",
+    "streams",
     "batches",
     "records",
     "packets",

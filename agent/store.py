@@ -119,6 +119,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS sensors (
     sensor TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, last_window_end REAL,
     peer TEXT, batches INTEGER, records INTEGER, stats TEXT);
+CREATE TABLE IF NOT EXISTS streams (
+    sensor TEXT NOT NULL, stream TEXT NOT NULL, last_window_end REAL, stats TEXT,
+    PRIMARY KEY (sensor, stream));
 CREATE TABLE IF NOT EXISTS rollup_qnames (
     {BATCH_KEY}, window_start REAL, window_end REAL, qname TEXT, rcode INTEGER,
     queries INTEGER);
@@ -257,6 +260,15 @@ class Store:
                    stats=CASE WHEN excluded.last_window_end >= last_window_end
                               THEN excluded.stats ELSE stats END""",
                 (batch["sensor"], now, now, window[1], peer, len(records), json.dumps(stats)),
+            )
+            # each worker of a sensor ships a stream of its own: its latest stats, kept apart
+            db.execute(
+                """INSERT INTO streams VALUES (?,?,?,?)
+                   ON CONFLICT(sensor, stream) DO UPDATE SET
+                   stats=CASE WHEN excluded.last_window_end >= last_window_end
+                              THEN excluded.stats ELSE stats END,
+                   last_window_end=max(last_window_end, excluded.last_window_end)""",
+                (batch["sensor"], batch["stream"], window[1], json.dumps(stats)),
             )
             db.execute("COMMIT")
         except BaseException:

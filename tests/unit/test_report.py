@@ -162,6 +162,7 @@ def test_per_sensor_health(db: sqlite3.Connection) -> None:
         "peer": "10.0.0.7:4001",
         "last_seen": 2011.0,
         "seen_ago_s": NOW - 2011.0,
+        "streams": 1,
         "batches": 2,
         "records": 8,
         "packets": 500,
@@ -179,6 +180,28 @@ def test_per_sensor_health(db: sqlite3.Connection) -> None:
         0,
     )
     assert (two["lag_s"], two["seen_ago_s"]) == (5.0, NOW - 2015.0)
+
+
+def test_the_workers_of_a_sensor_add_up(tmp_path: Path) -> None:
+    """Each worker ships a stream of its own: its drops must not hide behind another's."""
+    store = Store(tmp_path / "w.db")
+    for seq, (stream, packets, drops) in enumerate(
+        [("live-0.aa", 1000, 50), ("live-1.bb", 900, 0), ("live-0.aa", 1100, 60)]
+    ):
+        message = batch_message(
+            sensor="tap", stream=stream, seq=seq, window=(100.0 + seq, 110.0 + seq),
+            records=[], count=0, rollups={},
+            stats={"packets": packets, "kernel_drops": drops, "caps": {"flows_evicted": 1}},
+        )  # fmt: skip
+        assert store.write_batch(decode_batch(message), "p")
+    store.close()
+    conn = open_store(tmp_path / "w.db")
+    try:
+        [sensor] = build(conn, now=NOW)["sensors"]
+    finally:
+        conn.close()
+    assert (sensor["streams"], sensor["packets"], sensor["kernel_drops"]) == (2, 2000, 60)
+    assert sensor["cap_drops"] == 2
 
 
 def test_since_keeps_what_is_recent(db: sqlite3.Connection) -> None:
