@@ -315,7 +315,7 @@ def test_render_shows_every_section(db: sqlite3.Connection) -> None:
     assert section[0].split() == ["name", "bytes", "flows"]
     assert section[1].split() == ["c.test", "100,000", "1"]
     sensors = lines[lines.index("sensors") + 1 :]
-    assert sensors[0].split()[:3] == ["sensor", "seen_ago_s", "batches"]
+    assert sensors[0].split()[:3] == ["sensor", "seen_ago_s", "streams"]
     assert sensors[1].split()[0] == "tap-01"
     assert text.endswith("\n")
 
