@@ -146,6 +146,8 @@ class Shipper:
             "recovered": spool["recovered"],
             "unreadable": spool["unreadable"],  # spool files a crash left that did not read
             "seq_reused": spool["seq_reused"],
+            "rejected_batches": spool["rejected_batches"],
+            "rejected_records": spool["rejected_records"],
         }
 
     def wait_drained(self, timeout_s: float) -> bool:
@@ -184,14 +186,23 @@ class Shipper:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
-            backoff = 0.5
             self._live = sock
+            acked = self.counters["acked"]
             try:
                 self._session(sock)
-            except (OSError, WireError, TimeoutError) as exc:
+            except Exception as exc:  # anything: the shipper must outlive one bad session
                 self.counters["failures"] += 1
-                self.log.warning("ship.failed", collector=self._address(), error=str(exc))
-                self._stop.wait(0.2)
+                # a session that got nothing through backs off like a failed connect: a
+                # collector that takes the hello and then fails must not be hammered
+                if self.counters["acked"] > acked:
+                    backoff = 0.5
+                self.log.warning(
+                    "ship.failed", collector=self._address(), error=str(exc), backoff_s=backoff
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+            else:
+                backoff = 0.5
             finally:
                 self._live = None
                 with contextlib.suppress(OSError):
@@ -256,6 +267,19 @@ class Shipper:
                 sock.sendall(framed)
                 self.counters["sent"] += 1
                 ack = self._read(sock, reader)
+                if ack.get("type") == "error":
+                    # The collector refused this batch itself (too large for it, not storable):
+                    # sending it again would block every batch behind it for ever. It goes,
+                    # counted and logged, and the next batch gets its turn.
+                    self.spool.reject(stream, seq)
+                    self.log.error(
+                        "ship.batch_rejected",
+                        collector=self._address(),
+                        stream=stream,
+                        seq=seq,
+                        reason=str(ack.get("reason", ""))[:200],
+                    )
+                    raise WireError(f"the collector refused {stream}/{seq}")
                 if ack.get("type") != "ack" or ack.get("stream") != stream or ack.get("seq") != seq:
                     raise WireError(f"expected the ack of {stream}/{seq}, got {ack}")
                 self.spool.ack(stream, seq)

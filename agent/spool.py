@@ -56,6 +56,8 @@ class Spool:
             "recovered": 0,
             "unreadable": 0,
             "seq_reused": 0,
+            "rejected_batches": 0,
+            "rejected_records": 0,
         }
         self._recover()
 
@@ -141,6 +143,17 @@ class Spool:
         self._evicted[key] = records
         while len(self._evicted) > EVICTED_REMEMBERED:
             self._evicted.popitem(last=False)
+
+    def reject(self, stream: str, seq: int) -> None:
+        """The collector refused the batch for good: it leaves the spool, counted."""
+        with self._lock:
+            entry = self._entries.pop((stream, seq), None)
+            if entry is None:
+                return
+            entry.path.unlink(missing_ok=True)
+            self._bytes -= entry.size
+            self.counters["rejected_batches"] += 1
+            self.counters["rejected_records"] += entry.records
 
     def ack(self, stream: str, seq: int) -> None:
         with self._lock:

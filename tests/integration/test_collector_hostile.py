@@ -177,6 +177,9 @@ class LogRecorder:
     def warning(self, event: str, **fields: Any) -> None:
         self._add("warning", event, fields)
 
+    def error(self, event: str, **fields: Any) -> None:
+        self._add("error", event, fields)
+
     def events(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
             return [fields for _level, event, fields in self.calls if event == name]
@@ -1045,3 +1048,33 @@ def test_connections_past_the_cap_are_closed_counted_and_logged(tmp_path: Path) 
         for peer in peers:
             peer.close()
         running.stop()
+
+
+def test_a_batch_the_collector_refuses_is_dropped_counted_and_the_rest_goes(
+    tmp_path: Path,
+) -> None:
+    """A batch too large for this collector would otherwise be sent again for ever, and
+    every batch behind it would wait."""
+    running = RunningCollector(tmp_path / "refuse.db", max_frame=64 << 10)
+    log = LogRecorder()
+    spool = Spool(tmp_path / "spool", 16 << 20, "never")
+    shipper = Shipper(
+        Target.parse(f"tcp://127.0.0.1:{running.port}"), spool, sensor=GOOD, log=log,
+        backoff_max_s=1,
+    )  # fmt: skip
+    big = batch(1, compression="none")
+    big["stats"] = {"padding": "x" * (100 << 10)}  # past the collector's 64 KiB frames
+    try:
+        for message in (batch(0), big, batch(2)):
+            shipper.submit(message)
+        shipper.start()
+        assert shipper.wait_drained(20), shipper.stats()
+        stats = shipper.stats()
+        assert (stats["rejected_batches"], stats["acked"]) == (1, 2)
+        assert stats["rejected_records"] == big["count"]
+        [event] = [c for c in log.calls if c[1] == "ship.batch_rejected"]
+        assert event[2]["seq"] == 1
+    finally:
+        shipper.close()
+        running.stop()
+    assert_only_good(running.db, [("live", 0), ("live", 2)])
