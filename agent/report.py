@@ -252,20 +252,30 @@ def _hours(db: sqlite3.Connection, since: float, where: ZoneInfo, tz: str) -> di
 
 
 def _top_clients(db: sqlite3.Connection, since: float) -> dict[str, list[dict[str, Any]]]:
-    """The clients with the most bytes in each category: from the client rollups where the
-    sensors make them, else from the flow records."""
-    if db.execute("SELECT 1 FROM rollup_clients LIMIT 1").fetchone():
-        sql = """SELECT category, client, sum(bytes_up + bytes_down), sum(flows)
-                 FROM rollup_clients WHERE window_end >= ? GROUP BY category, client"""
-    else:
-        # records may lack counts (another sensor version): they count as 0, not NULL
-        sql = """SELECT category, src,
-                        coalesce(sum(coalesce(bytes_up, 0) + coalesce(bytes_down, 0)), 0),
-                        coalesce(sum("end" IS NOT 'interim'), 0)
-                 FROM flow WHERE ts >= ? GROUP BY category, src"""
-    ranked = sorted(db.execute(sql, (since,)), key=lambda r: (-r[2], str(r[1])))
+    """The clients with the most bytes in each category: from the client rollups of the
+    sensors that make them, and from the flow records of the others."""
+    totals: dict[tuple[Any, Any], list[int | float]] = {}
+    rows = db.execute(
+        """SELECT category, client, sum(bytes_up + bytes_down), sum(flows)
+           FROM rollup_clients WHERE window_end >= ? GROUP BY category, client""",
+        (since,),
+    ).fetchall()
+    # records may lack counts (another sensor version): they count as 0, not NULL
+    rows += db.execute(
+        """SELECT category, src,
+                  coalesce(sum(coalesce(bytes_up, 0) + coalesce(bytes_down, 0)), 0),
+                  coalesce(sum("end" IS NOT 'interim'), 0)
+           FROM flow WHERE ts >= ? AND sensor NOT IN (SELECT DISTINCT sensor FROM rollup_clients)
+           GROUP BY category, src""",
+        (since,),
+    ).fetchall()
+    for category, client, octets, flows in rows:
+        total = totals.setdefault((category, client), [0, 0])
+        total[0] += octets or 0
+        total[1] += flows or 0
+    ranked = sorted(totals.items(), key=lambda item: (-item[1][0], str(item[0][1])))
     out: dict[str, list[dict[str, Any]]] = {}
-    for category, client, octets, flows in ranked:
+    for (category, client), (octets, flows) in ranked:
         clients = out.setdefault(category or UNATTRIBUTED, [])
         if len(clients) < TOP_CLIENTS:
             clients.append({"client": client, "bytes": octets, "flows": flows})

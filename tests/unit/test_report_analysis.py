@@ -225,3 +225,18 @@ def test_cli_bad_options_get_one_line_and_exit_2(
     done = run_cli("--db", str(db_path), *args)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_top_clients_merge_sensors_with_and_without_client_rollups(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    store_windows(
+        path,
+        [
+            {"start": DAY, "sensor": "with-rollups", "rollups": {
+                "clients": [traffic(("10.9.0.1", "gaming"), 1, 100, 100)]}},
+            {"start": DAY + 10, "sensor": "records-only", "rollups": {},
+             "records": [flow(DAY + 11, "10.9.0.2", "gaming", 500)]},
+        ],
+    )  # fmt: skip
+    top = report_of(path)["top_clients"]
+    assert [c["client"] for c in top["gaming"]] == ["10.9.0.2", "10.9.0.1"]
