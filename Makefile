@@ -16,7 +16,10 @@ demo: install
 	@set -e; \
 	$(PYTHON) -m agent collect --config config/demo.toml 2> build/demo/collector.log & \
 	collector=$$!; trap 'kill $$collector 2>/dev/null; wait $$collector 2>/dev/null' EXIT; \
-	for i in $$(seq 100); do grep -q collect.started build/demo/collector.log && break; sleep 0.1; done; \
+	for i in $$(seq 100); do grep -q collect.started build/demo/collector.log && break; kill -0 $$collector 2>/dev/null || break; sleep 0.1; done; \
+	if ! grep -q collect.started build/demo/collector.log; then \
+		echo "demo: the collector did not start (is 127.0.0.1:7443 taken?):" >&2; \
+		tail -n 3 build/demo/collector.log >&2; exit 1; fi; \
 	echo "+ tapsense replay build/demo/scenario.pcap --config config/demo.toml --events build/demo/records.jsonl"; \
 	tapsense replay build/demo/scenario.pcap --config config/demo.toml --events build/demo/records.jsonl \
 		2> build/demo/replay.log; \
