@@ -112,15 +112,7 @@ class Spool:
                 self._remember_evicted(old_key, old.records)
             path = self.directory / f"{self._order:016d}-{seq}{SUFFIX}"
             self._order += 1
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as out:
-                out.write(framed)
-                if self.fsync == "batch":
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(tmp, path)
-            if self.fsync == "batch":
-                self._sync_directory()
+            self._write_atomically(path, framed)
             self._entries[key] = Entry(path, len(framed), records)
             self._bytes += len(framed)
             self.counters["spooled"] += 1
@@ -192,10 +184,13 @@ class Spool:
         return state if isinstance(state, dict) else {}
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        path = self.directory / STATE
+        self._write_atomically(self.directory / STATE, json.dumps(state).encode())
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        """Readers see the old file or the new one, never a part (rename is atomic)."""
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            out.write(json.dumps(state))
+        with open(tmp, "wb") as out:
+            out.write(data)
             if self.fsync == "batch":
                 out.flush()
                 os.fsync(out.fileno())

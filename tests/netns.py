@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, NetNS, netns
 
+from tests.util import wait_for
+
 
 def can_make_namespaces() -> bool:
     return os.geteuid() == 0 and Path("/proc/self/ns/net").exists()
@@ -102,7 +104,7 @@ def capture(host: Host, path: Path, bpf: str = "") -> Iterator[None]:
         args += bpf.split()
     proc = host.start(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: path.exists() and path.stat().st_size >= 24, 5.0)
+        wait_for(lambda: path.exists() and path.stat().st_size >= 24, 5.0, "tcpdump's pcap header")
         time.sleep(0.2)
         yield
         time.sleep(0.3)
@@ -115,15 +117,6 @@ def capture(host: Host, path: Path, bpf: str = "") -> Iterator[None]:
             proc.wait()
 
 
-def _wait_for(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not met")
-
-
 def wait_port(
     host: Host, port: int, proto: str = "tcp", timeout: float = 10.0, sockets: int = 1
 ) -> None:
@@ -133,4 +126,24 @@ def wait_port(
     def listening() -> bool:
         return host.run("ss", flag).stdout.count(f":{port} ") >= sockets
 
-    _wait_for(listening, timeout)
+    wait_for(listening, timeout, f"{proto} port {port} in {host.ns}")
+
+
+def start_tls_server(host: Host, port: int, certificate: tuple[Path, Path]) -> subprocess.Popen:
+    """openssl s_server offering h2 and http/1.1 (a dual-stack socket: IPv4 and IPv6)."""
+    return host.start(
+        "openssl",
+        "s_server",
+        "-accept",
+        str(port),
+        "-cert",
+        str(certificate[0]),
+        "-key",
+        str(certificate[1]),
+        "-alpn",
+        "h2,http/1.1",
+        "-www",
+        "-quiet",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -47,7 +47,7 @@ from tests.daemon_harness import (
     worker_events,
     write_config,
 )
-from tests.netns import Host, requires_netns, veth_pair, wait_port
+from tests.netns import Host, requires_netns, start_tls_server, veth_pair, wait_port
 
 PEERS = REPO / "tests" / "peers"
 MIX_PACKETS, MIX_SEED = 5000, 5
@@ -75,22 +75,7 @@ def served(certificate: tuple[Path, Path]) -> Iterator[tuple[Host, Host]]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             ),
-            b.start(
-                "openssl",
-                "s_server",
-                "-accept",
-                str(TLS_PORT),
-                "-cert",
-                str(certificate[0]),
-                "-key",
-                str(certificate[1]),
-                "-alpn",
-                "h2,http/1.1",
-                "-www",
-                "-quiet",
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            start_tls_server(b, TLS_PORT, certificate),
         ]
         try:
             wait_port(b, 53, "udp", timeout=20)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import self_signed
-from tests.netns import Host, capture, requires_netns, veth_pair, wait_port
+from tests.netns import Host, capture, requires_netns, start_tls_server, veth_pair, wait_port
 from tests.util import of_type, replay
 
 PEERS = Path(__file__).resolve().parents[1] / "peers"
@@ -41,22 +41,7 @@ def tls_server(hosts: tuple[Host, Host], certificate: tuple[Path, Path]) -> Iter
     """openssl s_server on port 4433 (a dual-stack socket: IPv4 and IPv6)."""
     _, server = hosts
     port = 4433
-    proc = server.start(
-        "openssl",
-        "s_server",
-        "-accept",
-        str(port),
-        "-cert",
-        str(certificate[0]),
-        "-key",
-        str(certificate[1]),
-        "-alpn",
-        "h2,http/1.1",
-        "-www",
-        "-quiet",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_tls_server(server, port, certificate)
     try:
         wait_port(server, port)
         yield port
