@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.dns import ADDRESS_TYPES, TYPE_CNAME
+from agent.flow import addr_text
 
 CSV_INDICATOR_COLUMNS = ("indicator", "value", "ioc", "domain", "host", "ip", "address")
 CSV_TAG_COLUMNS = ("tag", "threat", "description")
@@ -99,9 +100,9 @@ class Indicators:
             return False
         if "/" in text:
             return self._add_network(text, origin)
-        raw = _address_bytes(text)
+        raw = address_bytes(text)
         if raw is not None:  # stored in its one text form, as records write addresses
-            self.addresses[raw] = (_address_text(raw), origin)
+            self.addresses[raw] = (addr_text(raw), origin)
             return True
         name = text.rstrip(".")
         if name.startswith("*."):
@@ -118,7 +119,7 @@ class Indicators:
 
     def _add_network(self, text: str, origin: Origin) -> bool:
         address, _, length_text = text.partition("/")
-        raw = _address_bytes(address)
+        raw = address_bytes(address)
         if raw is None or not length_text.isdigit():
             return False
         width = len(raw) * 8
@@ -126,11 +127,11 @@ class Indicators:
         if length > width:
             return False
         if length == width:
-            self.addresses[raw] = (_address_text(raw), origin)
+            self.addresses[raw] = (addr_text(raw), origin)
             return True
         mask = ((1 << length) - 1) << (width - length)
         network = int.from_bytes(raw, "big") & mask
-        canonical = f"{_address_text(network.to_bytes(len(raw), 'big'))}/{length}"
+        canonical = f"{addr_text(network.to_bytes(len(raw), 'big'))}/{length}"
         self.networks.setdefault((width, length), {})[network] = (canonical, origin)
         return True
 
@@ -155,7 +156,7 @@ class Indicators:
             name = name[dot + 1 :]
 
     def match_address(self, text: str) -> tuple[str, str, Origin] | None:
-        raw = _address_bytes(text)
+        raw = address_bytes(text)
         if raw is None:
             return None
         hit = self.addresses.get(raw)
@@ -181,11 +182,8 @@ class Indicators:
             self._probes.setdefault(width, []).append((mask, table))
 
 
-def _address_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
-
-
-def _address_bytes(text: str) -> bytes | None:
+def address_bytes(text: str) -> bytes | None:
+    """The packed form of an IPv4 or IPv6 address in text, or None if it is not one."""
     if ":" in text:
         try:
             return socket.inet_pton(socket.AF_INET6, text)
@@ -248,7 +246,7 @@ def _text_rows(text: str) -> Iterator[tuple[str, None, None]]:
         if len(parts) >= 2 and (parts[0] in HOSTS_SINKS or parts[0] in HOSTS_HEADER_ADDRESSES):
             for host in parts[1:]:
                 # the header every hosts file starts with names the machine, not a threat
-                if host.lower() not in HOSTS_HEADER_NAMES and _address_bytes(host) is None:
+                if host.lower() not in HOSTS_HEADER_NAMES and address_bytes(host) is None:
                     yield host, None, None
         else:
             yield parts[0], None, None

@@ -29,7 +29,8 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agent.dns import ADDRESS_TYPES
-from agent.flow import PROTO_NAMES, community_id, icmp_one_way
+from agent.flow import PROTO_NAMES, addr_text, community_id, icmp_one_way
+from agent.intel import address_bytes
 
 KEY_BYTES = 32
 MODES = ("cryptopan", "truncate", "keep")
@@ -258,11 +259,10 @@ class RecordPrivacy:
 
 
 def _canonical(text: str) -> str | None:
-    """The address in its one text form (an IPv6 address can be written many ways), or None."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
+    """The address as records write it (inet_ntop; an IPv6 address can be written many ways,
+    and `ipaddress` writes ::ffff:10.1.2.3 as ::ffff:a01:203), or None."""
+    raw = address_bytes(text)
+    return None if raw is None else addr_text(raw)
 
 
 LINK_LOCAL_PORTS = frozenset((5353, 5355))  # mDNS (RFC 6762), LLMNR (RFC 4795)

@@ -852,6 +852,19 @@ def test_an_intel_value_or_indicator_that_is_the_client_is_hidden(pan: Pseudonym
         assert listed["indicator"] == pan("10.1.0.2")
 
 
+def test_an_ipv4_mapped_client_in_an_intel_value_is_hidden(pan: Pseudonymiser) -> None:
+    """Records write addresses with inet_ntop (::ffff:10.1.0.2); `ipaddress` would write the
+    same address ::ffff:a01:2, and a comparison of the two forms let the client out."""
+    client = "::ffff:10.1.0.2"
+    for privacy in (RecordPrivacy(pan), RecordPrivacy(pan, ("::ffff:10.0.0.0/104",))):
+        hit = intel(client, "2001:db8::10")
+        hit |= {"matched": "flow.src", "indicator": client, "indicator_type": "ip",
+                "value": client}  # fmt: skip
+        out = rewritten(privacy, hit)
+        assert "10.1.0.2" not in json.dumps(out)
+        assert out["value"] == out["indicator"] == out["src"] == pan(client)
+
+
 def test_an_intel_value_that_is_a_server_stays(pan: Pseudonymiser) -> None:
     hit = intel("10.1.0.2", "198.51.100.10") | {
         "matched": "flow.dst", "indicator": "198.51.100.10", "indicator_type": "ip",
