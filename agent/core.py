@@ -48,6 +48,7 @@ _CAP_COUNTERS = {
     "quic_cap_hits": "quic_initials_per_flow",
     "quic.flows_evicted": "quic_flows_evicted",
     "quic.connections_evicted": "quic_connections_evicted",
+    "quic.crypto_cap": "quic_crypto",
     "attribution.dns_cache_evicted": "dns_answers_evicted",
     "attribution.long_flows_evicted": "dns_named_flows_evicted",
     "intel.dedupe_evicted": "intel_dedupe_evicted",

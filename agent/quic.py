@@ -177,11 +177,16 @@ class _Connection:
     size: int = 0
     done: bool = False
 
-    def add(self, offset: int, data: bytes) -> None:
-        if offset + len(data) > MAX_CRYPTO or offset in self.chunks:
-            return
+    def add(self, offset: int, data: bytes) -> bool:
+        """Keeps a CRYPTO chunk; False when it would pass MAX_CRYPTO (in the stream, or held:
+        overlapping chunks at many offsets)."""
+        if offset in self.chunks:
+            return True  # a retransmission
+        if offset + len(data) > MAX_CRYPTO or self.size + len(data) > MAX_CRYPTO:
+            return False
         self.chunks[offset] = data
         self.size += len(data)
+        return True
 
     def contiguous(self, want: int) -> bytes | None:
         """The first `want` bytes of the CRYPTO stream when they have all arrived."""
@@ -315,7 +320,8 @@ class QuicTracker:
         if status:
             self.stats[f"quic.frames.{STATUS_TEXT[status]}"] += 1
         for offset, data in frames:
-            conn.add(offset, data)
+            if not conn.add(offset, data):
+                self.stats["quic.crypto_cap"] += 1
         head = conn.contiguous(4)
         if head is None:
             return []

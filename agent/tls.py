@@ -215,7 +215,7 @@ class TlsTracker:
         for ctype, body in self._cut_records(side):
             if ctype == CT_HANDSHAKE:
                 side.handshake += body
-                for mtype, message in self._cut_messages(side):
+                for mtype, message in self._cut_messages(handle, flow, flow.hello_dir, side):
                     if mtype != HS_CLIENT_HELLO:
                         continue
                     status, hello = parse_client_hello(message)
@@ -238,6 +238,8 @@ class TlsTracker:
                         record["ja3"] = record["ja3_full"] = None
                         record["problem"] = STATUS_TEXT[status]
                     self._set_pending(handle, flow, record, ts_ns)
+                if side.done:  # a message too big to be a hello: the rest is not read
+                    return records
             elif ctype != CT_CHANGE_CIPHER_SPEC:
                 # application data, an alert, or not TLS: the client's hellos are over
                 self._stop_side(handle, flow, flow.hello_dir)
@@ -293,11 +295,12 @@ class TlsTracker:
             if ctype != CT_HANDSHAKE:
                 break
             side.handshake += body
-            for mtype, message in self._cut_messages(side):
+            server_dir = 1 - (flow.hello_dir or 0)
+            for mtype, message in self._cut_messages(handle, flow, server_dir, side):
                 if mtype != HS_SERVER_HELLO:
                     continue
                 status, server = parse_server_hello(message)
-                self._stop_side(handle, flow, 1 - (flow.hello_dir or 0))
+                self._stop_side(handle, flow, server_dir)
                 if server is None:
                     self.stats[f"tls.server_hello_malformed.{status}"] += 1
                     return []
@@ -333,16 +336,18 @@ class TlsTracker:
             del buf[: 5 + length]
         return out
 
-    def _cut_messages(self, side: _Side) -> list[tuple[int, bytes]]:
-        """Whole handshake messages at the front of side.handshake (RFC 8446 section 4)."""
+    def _cut_messages(
+        self, handle: int, flow: _TlsFlow, dirn: int | None, side: _Side
+    ) -> list[tuple[int, bytes]]:
+        """Whole handshake messages at the front of side.handshake (RFC 8446 section 4).
+
+        A message longer than MAX_HELLO ends the side (the engine stops forwarding it)."""
         out = []
         hs = side.handshake
         while len(hs) >= 4:
             length = hs[1] << 16 | hs[2] << 8 | hs[3]
             if length > MAX_HELLO:
-                self.stats["tls.giveup.too_big"] += 1
-                side.done = True
-                del hs[:]
+                self._give_up(handle, flow, dirn, "too_big")
                 break
             if len(hs) < 4 + length:
                 break
@@ -424,7 +429,8 @@ class TlsTracker:
             handle, since_ns = next(iter(self._waiting.items()))
             if since_ns + self.server_hello_timeout_ns > now_ns:
                 break
-            records += self._finish(handle, self._flows[handle])
+            # the flow stays tracked: its end is counted by _finish, once
+            records.append(self._take_pending(handle, self._flows[handle]))
         while self._flows:
             handle, flow = next(iter(self._flows.items()))
             if flow.touched_ns + self.idle_timeout_ns > now_ns:

@@ -130,6 +130,8 @@ cdef int client_extension(uint16_t etype, Cursor* body, Hello* h) noexcept nogil
             if h.n_formats < MAX_SMALL:
                 h.formats[h.n_formats] = v8
                 h.n_formats += 1
+            else:
+                h.limited = True
         return OK
     if etype == EXT_KEY_SHARE:
         if not read_u16(body, &n16) or n16 > body.n:
@@ -143,6 +145,8 @@ cdef int client_extension(uint16_t etype, Cursor* body, Hello* h) noexcept nogil
             if h.n_shares < MAX_SMALL:
                 h.shares[h.n_shares] = group
                 h.n_shares += 1
+            else:
+                h.limited = True
         return OK
     if etype == EXT_ENCRYPTED_CLIENT_HELLO:
         h.ech = True

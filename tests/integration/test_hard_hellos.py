@@ -99,6 +99,33 @@ def test_truncated_and_corrupt_hellos_are_counted(tmp_path: Path) -> None:
     assert len(of_type(records, "flow")) == 2
 
 
+def test_a_handshake_message_too_big_for_a_hello_ends_the_side(tmp_path: Path) -> None:
+    """What follows the oversized message in the same segment is not read as a hello."""
+    too_big = b"\x01\x00\x4e\x20"  # a ClientHello header claiming 20,000 bytes
+    s = TcpSession()
+    frames = s.handshake()
+    frames += s.send(0, tls_records(too_big) + tls_records(client_hello("after.example")), 4000)
+    frames += s.send(0, tls_records(client_hello("later.example")))
+    frames += s.close()
+    records = _replay(tmp_path, frames)
+    assert of_type(records, "tls") == []
+    assert _stats(records)["tls"]["giveup.too_big"] == 1
+    assert of_type(records, "flow")[0]["name"] is None
+
+
+def test_a_hello_without_server_hello_is_counted_incomplete_once(tmp_path: Path) -> None:
+    """The ServerHello timeout emits the hello; the flow's end counts its leftover once."""
+    s = TcpSession()
+    frames = s.handshake()
+    frames += s.send(0, tls_records(client_hello("alone.example")) + b"\x16\x03\x03")
+    s.ts += 30  # past the ServerHello timeout (10 s)
+    frames += s.close()
+    records = _replay(tmp_path, frames)
+    [tls] = of_type(records, "tls")
+    assert tls["sni"] == "alone.example" and tls["cipher"] is None
+    assert _stats(records)["tls"]["giveup.incomplete"] == 1
+
+
 def _quic_datagrams(hello: bytes, dcid: bytes, order: list[int], version: int = 1) -> list[bytes]:
     third = -(-len(hello) // 3)
     chunks = [(i * third, hello[i * third : (i + 1) * third]) for i in range(3)]
@@ -142,6 +169,22 @@ def test_quic_v2_and_a_new_connection_on_the_same_five_tuple(tmp_path: Path) -> 
     assert [q["sni"] for q in quic] == ["one.example", "two.example"]
     assert {q["version"] for q in quic} == {"0x6b3343cf"}
     assert quic[0]["dcid"] != quic[1]["dcid"]
+
+
+def test_quic_crypto_data_held_per_connection_is_capped(tmp_path: Path) -> None:
+    """Overlapping CRYPTO chunks at ever new offsets, never from offset 0: what the
+    connection holds stops at MAX_CRYPTO (64 KiB), and the chunks refused are counted."""
+    dcid = os.urandom(8)
+    datagrams = [
+        seal_initial(1, dcid, b"\x01", pn, crypto_frame(100 + 10 * pn, os.urandom(1100)))
+        for pn in range(62)
+    ]
+    records = _replay(tmp_path, udp_frames(datagrams))
+    assert of_type(records, "quic") == []
+    quic_stats = _stats(records)["quic"]
+    assert quic_stats["initials_decrypted"] == 62
+    assert quic_stats["crypto_cap"] == 62 - 65536 // 1100
+    assert _stats(records)["caps"]["quic_crypto"] == quic_stats["crypto_cap"]
 
 
 def test_quic_corrupt_initial_is_counted(tmp_path: Path) -> None:
