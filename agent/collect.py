@@ -162,25 +162,29 @@ class Collector:
                     await self._refuse(writer, peer, f"unexpected {_brief(message)}")
                     return
                 loop = asyncio.get_running_loop()
-                # off the event loop (inflating and checking a large batch takes a while), in
-                # the writer's one thread: one batch in memory at a time, whatever the peers
-                batch = await loop.run_in_executor(self._writer, decode_batch, message)
-                if batch["sensor"] != sensor:
-                    await self._refuse(writer, peer, f"batch of {batch['sensor']!r} on {sensor!r}")
-                    return
                 try:
-                    stored = await loop.run_in_executor(
-                        self._writer, self.store.write_batch, batch, peer
+                    # off the event loop (inflating and checking a large batch takes a
+                    # while), in the writer's one thread, as one job: one batch in memory
+                    # at a time, whatever the peers
+                    batch, stored = await loop.run_in_executor(
+                        self._writer, self._decode_and_store, message, sensor, peer
                     )
-                except sqlite3.OperationalError as exc:
-                    # the database, not the batch (locked, disk full): no ack, so the sensor
-                    # keeps the batch in its spool and sends it again after reconnecting
+                except (
+                    sqlite3.IntegrityError,
+                    sqlite3.DataError,
+                    sqlite3.InterfaceError,
+                    OverflowError,
+                    TypeError,
+                    ValueError,
+                ) as exc:
+                    # the batch: the transaction rolled back, nothing of it is stored
+                    await self._refuse(writer, peer, f"batch not storable: {exc}")
+                    return
+                except sqlite3.Error as exc:
+                    # the database, not the batch (locked, disk full, corrupt): no ack, so
+                    # the sensor keeps the batch in its spool and sends it again later
                     self.counters["store_failures"] += 1
                     self.log.error("collect.store_failed", peer=peer, error=str(exc))
-                    return
-                except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
-                    # the transaction rolled back: nothing of the batch is stored
-                    await self._refuse(writer, peer, f"batch not storable: {exc}")
                     return
                 self.counters["batches" if stored else "duplicates"] += 1
                 if stored:
@@ -208,6 +212,15 @@ class Collector:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
+
+    def _decode_and_store(
+        self, message: dict[str, Any], sensor: str, peer: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Checks a batch frame and stores it; (batch, False) for a duplicate."""
+        batch = decode_batch(message)
+        if batch["sensor"] != sensor:
+            raise WireError(f"batch of {batch['sensor']!r} on {sensor!r}")
+        return batch, self.store.write_batch(batch, peer)
 
     async def _next(
         self,

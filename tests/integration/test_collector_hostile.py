@@ -695,6 +695,34 @@ def test_the_same_batch_twice_is_stored_once(collector: RunningCollector) -> Non
     assert not collector.log.events("collect.rejected")
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.DatabaseError("database disk image is malformed"),
+    ],
+    ids=["locked", "corrupt"],
+)
+def test_a_database_fault_is_not_the_batch_s_no_ack_and_no_refusal(
+    collector: RunningCollector, monkeypatch: pytest.MonkeyPatch, fault: sqlite3.Error
+) -> None:
+    """A refusal makes the sensor drop the batch from its spool; when the database is at
+    fault, the collector closes without an ack, so the batch is sent again later."""
+
+    def failing(*_args: Any) -> bool:
+        raise fault
+
+    monkeypatch.setattr(collector.collector.store, "write_batch", failing)
+    sensor = Peer(collector.port)
+    sensor.say_hello()
+    sensor.send(batch(3))
+    replies, closed = sensor.replies_until_closed()
+    assert closed and replies == []
+    assert collector.collector.counters["store_failures"] == 1
+    assert len(collector.log.wait_for("collect.store_failed")) == 1
+    assert not collector.log.events("collect.rejected")
+
+
 # --- mutual TLS ------------------------------------------------------------------------------
 
 
