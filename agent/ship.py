@@ -111,22 +111,24 @@ class Shipper:
 
     def submit(self, batch: dict[str, Any]) -> None:
         """Spools a batch for sending (disk only: the caller never waits on the network)."""
-        counters = self.spool.counters
-        dropped = counters["dropped_batches"], counters["dropped_records"]
+        records = int(batch.get("count", 0))
         try:
             framed = frame(batch)
         except WireError as exc:  # past the wire's limit: the capture loop must go on
-            counters["dropped_batches"] += 1
-            counters["dropped_records"] += int(batch.get("count", 0))
+            self.spool.drop(records)
             self.log.error("ship.batch_too_large", seq=batch["seq"], error=str(exc))
             return
-        self.spool.put(batch["stream"], batch["seq"], framed, int(batch.get("count", 0)))
-        if counters["dropped_batches"] > dropped[0]:
+        dropped = self.spool.put(batch["stream"], batch["seq"], framed, records)
+        if dropped.error is not None:
+            self.log.error(
+                "ship.spool_write_failed", seq=batch["seq"], records=records, error=dropped.error
+            )
+        if dropped.batches:
             self.log.warning(
                 "ship.spool_dropped",
-                batches=counters["dropped_batches"] - dropped[0],
-                records=counters["dropped_records"] - dropped[1],
-                dropped_batches_total=counters["dropped_batches"],
+                batches=dropped.batches,
+                records=dropped.records,
+                dropped_batches_total=self.spool.counters["dropped_batches"],
                 spool_bytes=self.spool.size,
                 spool_max_bytes=self.spool.max_bytes,
             )
@@ -148,6 +150,7 @@ class Shipper:
             "seq_reused": spool["seq_reused"],
             "rejected_batches": spool["rejected_batches"],
             "rejected_records": spool["rejected_records"],
+            "spool_write_failed": spool["write_failed"],
         }
 
     def wait_drained(self, timeout_s: float) -> bool:

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.wire import FrameReader, WireError
 
@@ -33,6 +33,14 @@ class Entry:
     path: Path
     size: int
     records: int
+
+
+class Dropped(NamedTuple):
+    """What one Spool.put dropped: older batches to make room, or the batch itself."""
+
+    batches: int = 0
+    records: int = 0
+    error: str | None = None  # why the batch could not be written (disk full, I/O error)
 
 
 class Spool:
@@ -58,6 +66,7 @@ class Spool:
             "seq_reused": 0,
             "rejected_batches": 0,
             "rejected_records": 0,
+            "write_failed": 0,
         }
         self._recover()
 
@@ -90,32 +99,48 @@ class Spool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, stream: str, seq: int, framed: bytes, records: int) -> None:
-        """Stores a batch (its frame) until it is acknowledged; drops the oldest to fit."""
+    def put(self, stream: str, seq: int, framed: bytes, records: int) -> Dropped:
+        """Stores a batch (its frame) until it is acknowledged; drops the oldest to fit.
+
+        Returns what it dropped; every drop is also in the counters."""
         with self._lock:
             key = (stream, seq)
             if key in self._entries:  # a number used twice: the second batch cannot go
                 self.counters["seq_reused"] += 1
-                self.counters["dropped_batches"] += 1
-                self.counters["dropped_records"] += records
-                return
+                return self._count_dropped(records)
             if len(framed) > self.max_bytes:  # could never fit: keep what is there
-                self.counters["dropped_batches"] += 1
-                self.counters["dropped_records"] += records
-                return
+                return self._count_dropped(records)
+            evicted = Dropped()
             while self._entries and self._bytes + len(framed) > self.max_bytes:
                 old_key, old = self._entries.popitem(last=False)
                 old.path.unlink(missing_ok=True)
                 self._bytes -= old.size
-                self.counters["dropped_batches"] += 1
-                self.counters["dropped_records"] += old.records
+                self._count_dropped(old.records)
+                evicted = Dropped(evicted.batches + 1, evicted.records + old.records)
                 self._remember_evicted(old_key, old.records)
             path = self.directory / f"{self._order:016d}-{seq}{SUFFIX}"
             self._order += 1
-            self._write_atomically(path, framed)
+            try:
+                self._write_atomically(path, framed)
+            except OSError as exc:  # disk full, I/O error: the batch is lost, counted
+                path.with_suffix(".tmp").unlink(missing_ok=True)
+                self.counters["write_failed"] += 1
+                this = self._count_dropped(records)
+                return Dropped(evicted.batches + 1, evicted.records + this.records, str(exc))
             self._entries[key] = Entry(path, len(framed), records)
             self._bytes += len(framed)
             self.counters["spooled"] += 1
+            return evicted
+
+    def drop(self, records: int) -> Dropped:
+        """Counts a batch that never reached the spool (too large to frame)."""
+        with self._lock:
+            return self._count_dropped(records)
+
+    def _count_dropped(self, records: int) -> Dropped:
+        self.counters["dropped_batches"] += 1
+        self.counters["dropped_records"] += records
+        return Dropped(1, records)
 
     def pending(self) -> list[tuple[tuple[str, int], bytes]]:
         """The batches waiting, oldest first, with their frames."""

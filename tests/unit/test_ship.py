@@ -31,6 +31,9 @@ class Log:
     def warning(self, event: str, **fields: Any) -> None:
         self.calls.append((event, fields))
 
+    def error(self, event: str, **fields: Any) -> None:
+        self.calls.append((event, fields))
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [fields for event, fields in self.calls if event == name]
 
@@ -373,3 +376,33 @@ def test_stats_count_spool_drops(tmp_path: Path, shippers: list[Shipper]) -> Non
     assert (stats["dropped_batches"], stats["dropped_records"]) == (3, 3)
     assert set(stats) >= {"sent", "acked", "duplicates", "connects", "connect_failures",
                           "failures"}  # fmt: skip
+
+
+def test_a_batch_the_disk_refuses_is_dropped_counted_and_logged(
+    tmp_path: Path, shippers: list[Shipper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full: the capture loop goes on, and the loss shows in stats and in the log."""
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    shipper, log = make_shipper(port, tmp_path / "spool", shippers)
+    shipper.submit(batch(0))
+    real_open = open
+
+    def full_disk(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    shipper.submit(batch(1))
+    monkeypatch.undo()
+    shipper.submit(batch(2))
+    stats = shipper.stats()
+    assert (stats["spooled"], stats["spool_batches"], stats["spool_write_failed"]) == (2, 2, 1)
+    assert (stats["dropped_batches"], stats["dropped_records"]) == (1, 1)
+    assert [key for key, _ in shipper.spool.pending()] == keys(0, 2)
+    [failed] = log.events("ship.spool_write_failed")
+    assert failed["seq"] == 1 and "No space left" in failed["error"]
+    [dropped] = log.events("ship.spool_dropped")
+    assert (dropped["batches"], dropped["records"]) == (1, 1)
+    assert not list((tmp_path / "spool").glob("*.tmp"))
