@@ -100,3 +100,14 @@ class AttachableFilter:
         self._array = (BpfInsn * len(insns))(*[BpfInsn(*i) for i in insns])
         address = ctypes.addressof(self._array)
         self.fprog = struct.pack("HL", len(insns), address)
+
+
+def filter_problems(expression: str) -> list[str]:
+    """A capture filter that libpcap cannot compile, as config problems (empty: none)."""
+    if not expression:
+        return []
+    try:
+        compile_filter(expression, 1)
+    except ValueError as exc:
+        return [f"capture.bpf: {exc}"]
+    return []

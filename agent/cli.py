@@ -361,12 +361,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _data_problems(config: Config) -> list[str]:
     """What the options name but the TOML cannot show: the capture filter compiles, the
-    services and indicator files read."""
-    from agent.daemon import filter_problems
+    collector's URL and certificate files are usable, the services and indicator files read."""
+    from agent.bpf import filter_problems
     from agent.intel import IntelError, load_indicators
     from agent.services import ServiceMap
+    from agent.ship import ship_problems
 
-    problems = filter_problems(config)
+    problems = filter_problems(config.capture.bpf) + ship_problems(config.ship)
     try:
         ServiceMap(tuple(Path(p) for p in config.attribution.services_files))
     except ValueError as exc:

@@ -22,13 +22,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.answer_share import AnswerShare, answer_shares
-from agent.bpf import compile_filter
+from agent.bpf import compile_filter, filter_problems
 from agent.capture import RingCapture, RingConfig
 from agent.config import Config, ConfigError, load_config
 from agent.core import Pipeline
@@ -39,6 +39,7 @@ from agent.notify import Notifier
 from agent.output import JsonLinesWriter
 from agent.privilege import drop
 from agent.record import Record
+from agent.ship import ship_problems
 
 POLL_MS = 200
 NS = 1_000_000_000
@@ -107,6 +108,9 @@ RESTART_SECTIONS = (
 )  # fmt: skip
 
 
+# [ship] settings a running worker takes up; the others (url, certificates, spool) wait
+LIVE_SHIP_SETTINGS = ("records", "window_s", "compression")
+
 Overrides = Callable[[Config], Config] | None
 
 
@@ -162,14 +166,13 @@ class Worker:
 
     def _shipper(self) -> Any:
         from agent.cli import sensor_id
-        from agent.ship import Shipper, Target
+        from agent.ship import Shipper, config_target
         from agent.spool import Spool
         from agent.summary import Summariser
 
         ship = self.config.ship
         base = "live" if self.config.capture.workers == 1 else f"live-{self.index}"
         directory = Path(ship.spool_dir) / base
-        directory.mkdir(parents=True, exist_ok=True)
         spool = Spool(directory, int(ship.spool_max_mb * (1 << 20)), ship.fsync)
         stream = spool.stream_name(base)  # base.<id>: kept across restarts in the spool
         if os.geteuid() == 0 and self.config.daemon.user:
@@ -179,14 +182,8 @@ class Worker:
             os.chown(directory, entry.pw_uid, entry.pw_gid)
             for path in directory.iterdir():
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        target = Target.parse(
-            ship.url,
-            Path(ship.ca) if ship.ca else None,
-            Path(ship.cert) if ship.cert else None,
-            Path(ship.key) if ship.key else None,
-        )
         shipper = Shipper(
-            target,
+            config_target(ship),
             spool,
             sensor=sensor_id(self.config),
             log=self.log,
@@ -323,12 +320,20 @@ class Worker:
             return
         live = {"log", "ship", "intel"}  # what applies without a restart
         changed = [f for f in RESTART_SECTIONS if getattr(new, f) != getattr(self.config, f)]
+        old_ship = self.config.ship
+        changed += [
+            f"ship.{f.name}"
+            for f in fields(old_ship)
+            if f.name not in LIVE_SHIP_SETTINGS
+            and getattr(new.ship, f.name) != getattr(old_ship, f.name)
+        ]
+        ship = replace(old_ship, **{name: getattr(new.ship, name) for name in LIVE_SHIP_SETTINGS})
         summary = self.pipeline.summary
         if summary is not None:
-            summary.keep_records = new.ship.records
-            summary.window_ns = int(new.ship.window_s * NS)
-            summary.compression = new.ship.compression
-        self.config = replace(self.config, log=new.log, ship=new.ship, intel=new.intel)
+            summary.keep_records = ship.records
+            summary.window_ns = int(ship.window_s * NS)
+            summary.compression = ship.compression
+        self.config = replace(self.config, log=new.log, ship=ship, intel=new.intel)
         # said at the old level: a new level of "warning" would hide the line itself
         self.log.info("config.reloaded", applied=sorted(live), restart_needed=changed)
         configure(new.log.level)
@@ -375,6 +380,8 @@ def run(config: Config, config_path: Path | None, overrides: Overrides = None) -
                 bpf[linktype] = compile_filter(config.capture.bpf, linktype)
         except ValueError as exc:
             raise DaemonError(f"capture.bpf: {exc}") from None
+    for problem in ship_problems(config.ship):  # one line here, not a worker that dies
+        raise DaemonError(problem)
     base = config.capture.fanout_group or (os.getpid() % 0x7FFF + 1)
     groups = {link.name: (base + i) & 0xFFFF for i, link in enumerate(links)}
     workers = config.capture.workers
@@ -539,7 +546,7 @@ def _reload(
     notifier.reloading()
     try:
         new = load_config(config_path)
-        problems = filter_problems(new)
+        problems = filter_problems(new.capture.bpf) + ship_problems(new.ship)
     except ConfigError as exc:
         problems = exc.problems
     if problems:
@@ -548,6 +555,7 @@ def _reload(
         return
     _signal_workers(children, signal.SIGHUP)
     log.info("config.accepted", path=str(config_path))
+    configure(new.log.level)
     notifier.ready()
 
 
@@ -555,17 +563,6 @@ def _signal_workers(children: dict[int, int], signum: int) -> None:
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-
-
-def filter_problems(config: Config) -> list[str]:
-    """A capture filter that libpcap cannot compile, as config problems (empty: none)."""
-    if not config.capture.bpf:
-        return []
-    try:
-        compile_filter(config.capture.bpf, 1)
-    except ValueError as exc:
-        return [f"capture.bpf: {exc}"]
-    return []
 
 
 def main_run(config: Config, config_path: Path | None, overrides: Overrides = None) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.config import ShipConfig
 from agent.spool import Spool
 from agent.wire import SCHEMA, FrameReader, WireError, frame
 
@@ -62,6 +63,33 @@ class Target:
         if self.cert and self.key:
             ctx.load_cert_chain(str(self.cert), str(self.key))
         return ctx
+
+
+def config_target(ship: ShipConfig) -> Target:
+    """The collector of a [ship] section; ValueError or OSError when it cannot be used."""
+    target = Target.parse(
+        ship.url,
+        Path(ship.ca) if ship.ca else None,
+        Path(ship.cert) if ship.cert else None,
+        Path(ship.key) if ship.key else None,
+    )
+    if target.scheme == "tls":
+        target.context()  # reads the CA and certificate files now
+    return target
+
+
+def ship_problems(ship: ShipConfig) -> list[str]:
+    """What makes [ship] unusable, as config problems (empty: none, or no collector)."""
+    if not ship.url:
+        return []
+    try:
+        config_target(ship)
+    except ValueError as exc:
+        return [f"ship: {exc}"]
+    except OSError as exc:  # ssl does not say which file
+        files = ", ".join(name for name in (ship.ca, ship.cert, ship.key) if name)
+        return [f"ship: {files}: {exc.strerror or exc}"]
+    return []
 
 
 class Shipper:

@@ -437,6 +437,21 @@ def test_sighup_reload_of_the_log_section_needs_no_restart(
     assert reloaded["restart_needed"] == [], reloaded
 
 
+def test_sighup_lists_the_ship_settings_that_wait_for_a_restart(
+    served: tuple[Host, Host], tmp_path: Path, confdir: Path
+) -> None:
+    """A collector named on reload is not connected to by the running workers: said so."""
+    a, _ = served
+    config = _config(confdir)
+    with running_daemon(a, tmp_path / "events.jsonl", config=config) as daemon:
+        write_config(config, TEST_CONFIG, {"ship": {"url": "tcp://127.0.0.1:9", "window_s": 5.0}})
+        daemon.signal(signal.SIGHUP)
+        reloaded = daemon.wait_event("config.reloaded")
+        assert daemon.stop() == 0
+    assert reloaded["restart_needed"] == ["ship.url"], reloaded
+    assert "ship" in reloaded["applied"]
+
+
 def test_sighup_applies_a_new_log_level(
     served: tuple[Host, Host], tmp_path: Path, confdir: Path
 ) -> None:
@@ -678,14 +693,25 @@ def test_unknown_interface_is_one_line_and_exit_2(
     assert "nosuch0" in lines[0]
 
 
-def test_bad_bpf_is_one_line_and_exit_2(served: tuple[Host, Host], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"capture": {"bpf": "udp and ("}}, "capture.bpf"),
+        ({"ship": {"url": "tls://127.0.0.1:7443", "ca": "/nonexistent/ca.pem"}}, "ca.pem"),
+    ],
+    ids=["bpf", "ship-ca"],
+)
+def test_a_bad_filter_or_collector_is_one_line_and_exit_2(
+    served: tuple[Host, Host], tmp_path: Path, setting: dict[str, Any], said: str
+) -> None:
+    """Before the workers start, not in each of them (systemd would restart it in a loop)."""
     a, _ = served
-    config = _config(tmp_path, {"capture": {"bpf": "udp and ("}})
+    config = _config(tmp_path, setting)
     result = _agent(a, "run", "--interface", a.ifname, "--config", str(config))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tapsense: error:"), result.stderr
-    assert "bpf" in lines[0]
+    assert said in lines[0]
 
 
 def test_unwritable_events_path_is_one_line_and_exit_2(served: tuple[Host, Host]) -> None:

@@ -228,6 +228,28 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, f"{config}: ok", "")
 
 
+@pytest.mark.parametrize(
+    ("ship", "said"),
+    [
+        ('url = "http://collector:80"', "ship: http://collector:80: the scheme must be tcp://"),
+        ('url = "tcp://collector"', "ship: tcp://collector: expected tcp://HOST:PORT"),
+        ('url = "tls://c:7443"\nca = "{missing}"', "ship: {missing}: No such file or directory"),
+    ],
+    ids=["scheme", "port", "ca"],
+)
+def test_check_config_refuses_a_collector_the_sensor_cannot_use(
+    tmp_path: Path, ship: str, said: str
+) -> None:
+    """Caught here with one line, not later in every capture worker."""
+    missing = tmp_path / "no-ca.pem"
+    config = tmp_path / "ship.toml"
+    config.write_text("[ship]\n" + ship.format(missing=missing) + "\n")
+    done = tapsense("check-config", str(config))
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"{config}: " + said.format(missing=missing)), line
+
+
 def test_check_config_unreadable(tmp_path: Path) -> None:
     done = tapsense("check-config", str(tmp_path / "none.toml"))
     assert done.returncode == 2
