@@ -287,14 +287,17 @@ class Shipper:
     def _session(self, sock: socket.socket) -> None:
         reader = FrameReader()
         while not self._stop.is_set():
-            pending = self.spool.pending()
-            if not pending:
+            waiting = self.spool.keys()
+            if not waiting:
                 with self._wake:
                     self._wake.wait(0.5)
                 continue
-            for (stream, seq), framed in pending:
+            for stream, seq in waiting:
                 if self._stop.is_set():
                     return
+                framed = self.spool.read((stream, seq))  # one batch in memory at a time
+                if framed is None:
+                    continue  # dropped (spool full) since the list was taken
                 sock.sendall(framed)
                 self.counters["sent"] += 1
                 ack = self._read(sock, reader)

@@ -142,17 +142,25 @@ class Spool:
         self.counters["dropped_records"] += records
         return Dropped(1, records)
 
-    def pending(self) -> list[tuple[tuple[str, int], bytes]]:
-        """The batches waiting, oldest first, with their frames."""
+    def keys(self) -> list[tuple[str, int]]:
+        """The (stream, seq) of the batches waiting, oldest first."""
         with self._lock:
-            items = list(self._entries.items())
-        out = []
-        for key, entry in items:
-            try:
-                out.append((key, entry.path.read_bytes()))
-            except FileNotFoundError:
-                continue  # dropped or acknowledged meanwhile
-        return out
+            return list(self._entries)
+
+    def read(self, key: tuple[str, int]) -> bytes | None:
+        """A waiting batch's frame; None once it is dropped or acknowledged."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            return entry.path.read_bytes()
+        except FileNotFoundError:
+            return None  # dropped or acknowledged meanwhile
+
+    def pending(self) -> list[tuple[tuple[str, int], bytes]]:
+        """The batches waiting, oldest first, with their frames (all in memory: for tests)."""
+        return [(key, framed) for key in self.keys() if (framed := self.read(key)) is not None]
 
     def _remember_evicted(self, key: tuple[str, int], records: int) -> None:
         # A batch may be on the wire when it is evicted; if its ack comes, it was delivered

@@ -290,3 +290,18 @@ def test_the_state_file_is_not_taken_for_a_batch(directory: Path) -> None:
     assert keys(again) == [("live", 3)]
     assert again.counters["unreadable"] == 0
     assert STATE in files(directory)
+
+
+def test_a_batch_is_read_one_at_a_time_until_it_goes(directory: Path) -> None:
+    """The shipper lists the keys, then reads each batch just before sending it: one that
+    was acknowledged, refused or evicted meanwhile reads as None and is not sent."""
+    spool = Spool(directory, len(framed(0)) * 2)
+    for seq in range(2):
+        spool.put("live", seq, framed(seq), 1)
+    listed = spool.keys()
+    assert listed == [("live", 0), ("live", 1)]
+    assert spool.read(("live", 1)) == framed(1)
+    spool.put("live", 2, framed(2), 1)  # the spool is full: batch 0 goes
+    spool.ack("live", 1)
+    assert [spool.read(key) for key in listed] == [None, None]
+    assert spool.read(("live", 2)) == framed(2)
