@@ -202,7 +202,11 @@ class Worker:
 
     def _stats_record(self) -> Record:
         return self.pipeline.stats_record(
-            capture={**self.capture, "corrupt_blocks": sum(r.corrupt for r in self.rings)},
+            capture={
+                **self.capture,
+                "corrupt_blocks": sum(r.corrupt for r in self.rings),
+                "vlan_tags_restored": sum(r.vlan_stripped for r in self.rings),
+            },
             kernel_drops=self.capture["kernel_drops"],
             shipping=self.shipper.stats() if self.shipper else None,
         )

@@ -46,14 +46,3 @@ def drop(user: str) -> None:
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"no_new_privs: {os.strerror(err)}")
-
-
-def capabilities(pid: int | str = "self") -> dict[str, int]:
-    """CapInh, CapPrm, CapEff, CapBnd and CapAmb of a process, from /proc."""
-    out = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Cap"):
-                key, value = line.split(":")
-                out[key] = int(value.strip(), 16)
-    return out

@@ -159,7 +159,6 @@ def build(
                 "lag_s": round(last_seen - (window_end or last_seen), 1),
             }
         )
-    intel_total = db.execute("SELECT count(*) FROM intel WHERE ts >= ?", (since,)).fetchone()[0]
     return {
         "since": None if since == float("-inf") else since,
         "records": records,
@@ -179,7 +178,7 @@ def build(
         )[:TOP_SERVICES],
         "hours": _hours(db, since, where, tz),
         "top_clients": _top_clients(db, since),
-        "intel_total": intel_total,
+        "intel_total": records["intel"],
         "intel": _intel(db, since, intel_limit),
         "top_names_by_bytes": names_by_bytes,
         "top_names_by_flows": names_by_flows,

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dpkt
 import pytest
 
 from tests.certs import self_signed
@@ -287,6 +288,10 @@ def test_live_capture_equals_offline_replay(
     assert stats["kernel_drops"] == 0 and stats["capture"]["kernel_drops"] == 0, stats
     assert stats["capture"]["kernel_packets"] == sent
     assert stats["packets"] == sent
+    # veth hands 802.1Q tags over in the ring's metadata: each one was put back
+    with open(pcap, "rb") as capture:
+        tagged = sum(frame[12:14] == b"\x81\x00" for _ts, frame in dpkt.pcap.Reader(capture))
+    assert stats["capture"]["vlan_tags_restored"] == tagged > 0
     _check_equal(live, offline)
 
 
