@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent._dns import parse_dns
+from agent.engine import STATUS_NAMES
 from agent.record import DnsRecord
 from agent.stream import TcpStream
 
 if TYPE_CHECKING:
     from agent._dns import DnsMessage
 
-STATUS_TEXT = ("ok", "truncated", "unsupported", "malformed", "limit")
 
 # RFC 6895 section 2.3 (and RFC 6891 for values above 15)
 RCODE_NAMES = {
@@ -217,7 +217,7 @@ class DnsTracker:
     ) -> list[DnsRecord]:
         status, message = parse_dns(data)
         if message is None:
-            self.stats[f"dns.not_dns.{STATUS_TEXT[status]}"] += 1
+            self.stats[f"dns.not_dns.{STATUS_NAMES[status]}"] += 1
             return []
         self.stats["dns.messages"] += 1
         if message[6] is not None:

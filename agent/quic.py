@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent._quic import crypto_frames, parse_long_header
 from agent._tls import parse_client_hello
+from agent.engine import STATUS_NAMES
 from agent.fingerprint import ja3
 from agent.record import QuicRecord
-from agent.tls import STATUS_TEXT, hello_fields, hex16
+from agent.tls import hello_fields, hex16
 
 # Initial salts by version (RFC 9001 section 5.2, RFC 9369 section 3.3.1, and the drafts)
 SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
@@ -254,7 +255,7 @@ class QuicTracker:
             status, header = parse_long_header(datagram, start)
             if header is None or "end" not in header:
                 if status != 2:  # a short header ends the datagram's long packets
-                    self.stats[f"quic.header.{STATUS_TEXT[status]}"] += 1
+                    self.stats[f"quic.header.{STATUS_NAMES[status]}"] += 1
                 break
             if header["type"] == 0:
                 records += self._initial(handle, flow, datagram, start, header, ts_ns, sender)
@@ -318,7 +319,7 @@ class QuicTracker:
             return []
         status, frames = crypto_frames(payload, conn.version in (T050, T051))
         if status:
-            self.stats[f"quic.frames.{STATUS_TEXT[status]}"] += 1
+            self.stats[f"quic.frames.{STATUS_NAMES[status]}"] += 1
         for offset, data in frames:
             if not conn.add(offset, data):
                 self.stats["quic.crypto_cap"] += 1
@@ -377,7 +378,7 @@ class QuicTracker:
             "dcid": conn.dcid.hex(),
             "ja3": ja3_hash,
             "ja3_full": ja3_full,
-            "problem": None if status in (0, 4) else STATUS_TEXT[status],
+            "problem": None if status in (0, 4) else STATUS_NAMES[status],
         }
         if record["sni"]:
             self.names[handle] = record["sni"]

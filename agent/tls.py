@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
+from agent.engine import STATUS_NAMES
 from agent.fingerprint import ja3, ja3s, ja4
 from agent.record import TlsRecord
 from agent.stream import TcpStream, seq_delta
 
 OK, LIMIT = 0, 4  # parser statuses (ext/_wire.pxd)
-STATUS_TEXT = ("ok", "truncated", "unsupported", "malformed", "limit")
 MAX_HELLO = 16384  # a ClientHello body larger than this is given up (STYLE: <= 16 KiB)
 MAX_BUFFER = MAX_HELLO + 1024  # record headers and a few records of slack
 MAX_EARLY = 4  # segments kept from before a direction's hello starts
@@ -105,7 +105,6 @@ class _TlsFlow:
     hello_dir: int | None = None
     hellos: int = 0
     pending: TlsRecord | None = None
-    pending_ns: int = 0
 
 
 class TlsTracker:
@@ -234,9 +233,9 @@ class TlsTracker:
                     record = self._record(flow, hello, ts_ns)
                     if status not in (OK, LIMIT):
                         # A hello that breaks off: what it said so far, no JA3 of a broken list.
-                        self.stats[f"tls.malformed_hello.{STATUS_TEXT[status]}"] += 1
+                        self.stats[f"tls.malformed_hello.{STATUS_NAMES[status]}"] += 1
                         record["ja3"] = record["ja3_full"] = None
-                        record["problem"] = STATUS_TEXT[status]
+                        record["problem"] = STATUS_NAMES[status]
                     self._set_pending(handle, flow, record, ts_ns)
                 if side.done:  # a message too big to be a hello: the rest is not read
                     return records
@@ -283,7 +282,6 @@ class TlsTracker:
     def _set_pending(self, handle: int, flow: _TlsFlow, record: TlsRecord, ts_ns: int) -> None:
         """A parsed ClientHello waits for the ServerHello (or a timeout) to become a record."""
         flow.pending = record
-        flow.pending_ns = ts_ns
         self._waiting[handle] = ts_ns
         self._waiting.move_to_end(handle)
         if record["sni"]:

@@ -8,7 +8,7 @@ TRUNCATED instead of reading out of bounds.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
-# The closed set of parser statuses (shared with agent/status.py).
+# The closed set of parser statuses (their names: STATUS_NAMES in ext/engine.pyx).
 cdef enum:
     OK = 0
     TRUNCATED = 1

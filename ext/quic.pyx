@@ -52,7 +52,7 @@ cdef inline bint read_varint(Cursor* c, uint64_t* out) noexcept nogil:
     return True
 
 
-def packet_type(unsigned int first_byte, unsigned int version):
+cdef inline unsigned int packet_type(unsigned int first_byte, unsigned int version) noexcept:
     """The long-header packet type: 0 Initial, 1 0-RTT, 2 Handshake, 3 Retry.
 
     QUIC v2 rotates the codes (RFC 9369 section 3.2).

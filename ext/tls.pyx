@@ -330,8 +330,3 @@ def parse_sslv2_client_hello(const unsigned char[:] record):
         specs.append(spec)
         spec_len -= 3
     return OK, {"version": version, "cipher_specs": specs}
-
-
-def grease(unsigned int value):
-    """True for a GREASE value (RFC 8701)."""
-    return is_grease(value)
