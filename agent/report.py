@@ -334,7 +334,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     out.extend(
         _table(
-            [{**hit, "time": _time(hit["ts"])} for hit in report["intel"]],
+            [{**hit, "time": utc_time(hit["ts"])} for hit in report["intel"]],
             ("time", "client", "indicator", "matched", "value", "source", "sensor"),
         )
     )
@@ -388,7 +388,8 @@ def _heatmap(hours: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _time(ts: float) -> str:
+def utc_time(ts: float) -> str:
+    """A record time as the report shows it: 2026-11-02 14:23:07Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 

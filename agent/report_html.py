@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from agent.report import SENSOR_COLUMNS
+from agent.report import SENSOR_COLUMNS, UNATTRIBUTED, utc_time
 
 # one hue per category, in the order of the categories' bytes; then grey
 PALETTE = (
@@ -39,16 +39,16 @@ def _e(value: Any) -> str:
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+            break
         n /= 1000
-    return f"{n:,.1f} TB"
+    return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
 
 
 def category_colours(report: dict[str, Any]) -> dict[str, str]:
     """A colour per category, the same in every chart (grey for unattributed traffic)."""
-    names = [c["category"] or "unattributed" for c in report["categories"]]
+    names = [c["category"] or UNATTRIBUTED for c in report["categories"]]
     return {
-        name: PALETTE[i] if i < len(PALETTE) and name != "unattributed" else OTHER
+        name: PALETTE[i] if i < len(PALETTE) and name != UNATTRIBUTED else OTHER
         for i, name in enumerate(names)
     }
 
@@ -68,8 +68,8 @@ def _share_bars(rows: list[dict[str, Any]], label: str, colours: dict[str, str])
         f' height="{height}" viewBox="0 0 {left + width + 170} {height}">'
     ]
     for i, row in enumerate(rows):
-        name = row.get(label) or "unattributed"
-        colour = colours.get(row.get("category") or "unattributed", OTHER)
+        name = row.get(label) or UNATTRIBUTED
+        colour = colours.get(row.get("category") or UNATTRIBUTED, OTHER)
         y = 12 + i * row_h
         bytes_w = max(row["bytes_share"] * scale, 0.5)
         flows_w = max(row["flows_share"] * scale, 0.5)
@@ -158,7 +158,7 @@ def render_html(report: dict[str, Any], title: str = "tapsense report") -> str:
     intel = [
         {
             **hit,
-            "time": datetime.fromtimestamp(hit["ts"], UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+            "time": utc_time(hit["ts"]),
         }
         for hit in report["intel"]
     ]
