@@ -113,8 +113,7 @@ class Spool:
             evicted = Dropped()
             while self._entries and self._bytes + len(framed) > self.max_bytes:
                 old_key, old = self._entries.popitem(last=False)
-                old.path.unlink(missing_ok=True)
-                self._bytes -= old.size
+                self._discard(old)
                 self._count_dropped(old.records)
                 evicted = Dropped(evicted.batches + 1, evicted.records + old.records)
                 self._remember_evicted(old_key, old.records)
@@ -175,8 +174,7 @@ class Spool:
             entry = self._entries.pop((stream, seq), None)
             if entry is None:
                 return
-            entry.path.unlink(missing_ok=True)
-            self._bytes -= entry.size
+            self._discard(entry)
             self.counters["rejected_batches"] += 1
             self.counters["rejected_records"] += entry.records
 
@@ -190,9 +188,13 @@ class Spool:
                     self.counters["dropped_records"] -= records
                     self.counters["acked"] += 1
                 return
-            entry.path.unlink(missing_ok=True)
-            self._bytes -= entry.size
+            self._discard(entry)
             self.counters["acked"] += 1
+
+    def _discard(self, entry: Entry) -> None:
+        """A batch leaves the spool (acknowledged, refused or evicted); under the lock."""
+        entry.path.unlink(missing_ok=True)
+        self._bytes -= entry.size
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)

@@ -158,13 +158,12 @@ class Summariser:
         if self._start is None:
             self._start = now_ns - now_ns % self.window_ns
             return []
-        batches = []
-        while now_ns >= self._start + self.window_ns:
-            end = self._start + self.window_ns
-            if self._records or self.heartbeat:
-                batches += self._close(self._start, end)
-            # skip the empty windows of a gap in one step
-            self._start = end if self._records else max(end, now_ns - now_ns % self.window_ns)
+        end = self._start + self.window_ns
+        if now_ns < end:
+            return []
+        batches = self._close(self._start, end) if self._records or self.heartbeat else []
+        # the empty windows of a gap are skipped in one step
+        self._start = max(end, now_ns - now_ns % self.window_ns)
         return batches
 
     def flush(self, now_ns: int) -> list[dict[str, Any]]:
