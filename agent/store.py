@@ -177,6 +177,14 @@ class Store:
         for kind in COLUMNS:
             width = 3 + len(COLUMNS[kind]) + len(JSON_COLUMNS.get(kind, ())) + 1
             self._insert[kind] = f'INSERT INTO "{kind}" VALUES ({", ".join("?" * width)})'
+        # rollup -> (values per row, its INSERT); a row follows the batch key and the window
+        self._rollups = {
+            rollup: (width, f"INSERT INTO rollup_{rollup} VALUES ({', '.join('?' * (5 + width))})")
+            for rollup, width in (
+                *((r, len(key) + len(TRAFFIC_COLUMNS)) for r, key in TRAFFIC_ROLLUPS.items()),
+                ("qnames", 3),  # qname, rcode, queries
+            )
+        }
 
     def _add_new_columns(self) -> None:
         """A database made by an older collector gets the columns added since (as NULL)."""
@@ -240,18 +248,10 @@ class Store:
                 )
             window = (batch["window"][0], batch["window"][1])
             rollups = batch["rollups"]
-            for rollup, key_columns in TRAFFIC_ROLLUPS.items():
-                width = len(key_columns) + len(TRAFFIC_COLUMNS)
+            for rollup, (width, insert) in self._rollups.items():
                 rows = [(*key, *window, *row[:width]) for row in _rows(rollups, rollup, width)]
                 if rows:
-                    db.executemany(
-                        f"INSERT INTO rollup_{rollup} VALUES ({', '.join('?' * (5 + width))})",
-                        rows,
-                    )
-            db.executemany(
-                "INSERT INTO rollup_qnames VALUES (?,?,?,?,?,?,?,?)",
-                [(*key, *window, *row[:3]) for row in _rows(rollups, "qnames", 3)],
-            )
+                    db.executemany(insert, rows)
             db.execute(
                 """INSERT INTO sensors VALUES (?,?,?,?,?,1,?,?)
                    ON CONFLICT(sensor) DO UPDATE SET last_seen=excluded.last_seen,
