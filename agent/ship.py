@@ -316,7 +316,9 @@ class Shipper:
                     raise WireError(f"the collector refused {stream}/{seq}")
                 if ack.get("type") != "ack" or ack.get("stream") != stream or ack.get("seq") != seq:
                     raise WireError(f"expected the ack of {stream}/{seq}, got {ack}")
-                self.spool.ack(stream, seq)
+                # counted before the spool lets go: once the spool is empty, the counters
+                # (read by another thread, e.g. after wait_drained) are complete
                 self.counters["acked"] += 1
                 if not ack.get("stored", True):
                     self.counters["duplicates"] += 1
+                self.spool.ack(stream, seq)
