@@ -101,11 +101,10 @@ def resolve(config: Config) -> list[Link]:
     return links
 
 
-# config sections a running worker cannot take up: a change waits for a restart
-RESTART_SECTIONS = (
-    "capture", "daemon", "flow", "fragments", "dns", "collect", "sensor", "attribution",
-    "privacy", "rollups",
-)  # fmt: skip
+# config sections a running worker takes up on SIGHUP; a change to any other waits for a
+# restart
+LIVE_SECTIONS = ("intel", "log", "ship")
+RESTART_SECTIONS = tuple(f.name for f in fields(Config) if f.name not in LIVE_SECTIONS)
 
 
 # [ship] settings a running worker takes up; the others (url, certificates, spool) wait
@@ -322,7 +321,6 @@ class Worker:
         except ConfigError as exc:
             self.log.warning("config.rejected", problems=exc.problems)
             return
-        live = {"log", "ship", "intel"}  # what applies without a restart
         changed = [f for f in RESTART_SECTIONS if getattr(new, f) != getattr(self.config, f)]
         old_ship = self.config.ship
         changed += [
@@ -339,7 +337,7 @@ class Worker:
             summary.compression = ship.compression
         self.config = replace(self.config, log=new.log, ship=ship, intel=new.intel)
         # said at the old level: a new level of "warning" would hide the line itself
-        self.log.info("config.reloaded", applied=sorted(live), restart_needed=changed)
+        self.log.info("config.reloaded", applied=list(LIVE_SECTIONS), restart_needed=changed)
         configure(new.log.level)
         # indicator lists load on a thread and replace the old ones when complete
         intel.reload(new.intel.files, self.log)
