@@ -159,6 +159,8 @@ class RecordPrivacy:
         self.pseudonymise = pseudonymise
         self.local = [ipaddress.ip_network(n, strict=False) for n in local_nets]
         self._flow_ids: dict[tuple[str, str, str], str] = {}
+        # the same few addresses come again in every record and hit: parsed once
+        self._is_local = lru_cache(maxsize=1 << 16)(self._is_local)  # type: ignore[method-assign]
 
     def _is_local(self, address: str) -> bool:
         try:
@@ -183,14 +185,12 @@ class RecordPrivacy:
         if kind == "dns" and record["answers"]:
             answers = record["answers"]
             rewrite = self._is_local if self.local else lambda _a: self._link_local(record)
-            if any(
-                t in ADDRESS_TYPES and rewrite(a)
+            rewritten = [
+                hide(a) if t in ADDRESS_TYPES and rewrite(a) else a
                 for a, t in zip(answers, record["answer_types"], strict=False)
-            ):
-                record["answers"] = [
-                    hide(a) if t in ADDRESS_TYPES and rewrite(a) else a
-                    for a, t in zip(answers, record["answer_types"], strict=False)
-                ]
+            ]
+            if rewritten != answers:
+                record["answers"] = rewritten
         elif kind == "intel":
             link_local = not self.local and self._link_local(record)
             for key in ("value", "indicator"):
