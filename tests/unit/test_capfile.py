@@ -7,9 +7,11 @@ import functools
 import gzip
 import json
 import lzma
+import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -462,6 +464,23 @@ def test_stdin_dash_reads_the_capture(tmp_path: Path) -> None:
     records = _records_of_lines(out.read_text())
     expected = json.loads(json.dumps(replay([path])))
     assert records[:-1] == expected[:-1]
+    assert records[-1]["packets"] == 60
+
+
+def test_a_named_pipe_reads_like_the_file(tmp_path: Path) -> None:
+    """A path that cannot seek (a FIFO, bash's <(...)) is read through its buffer: the bytes
+    peeked for the magic number are not lost."""
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(mixed_capture())
+    fifo = tmp_path / "pipe.pcap"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()))
+    writer.start()
+    try:
+        records = replay([fifo])
+    finally:
+        writer.join(10)
+    assert records[:-1] == replay([path])[:-1]
     assert records[-1]["packets"] == 60
 
 
