@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -266,6 +265,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    import asyncio  # here, not at the top: replay and run do without it (40 ms to import)
+
     from agent.collect import Collector, server_context
     from agent.store import Store
 
