@@ -30,7 +30,7 @@ from agent._tls import parse_client_hello
 from agent.engine import STATUS_NAMES
 from agent.fingerprint import ja3
 from agent.record import QuicRecord
-from agent.tls import hello_fields, hex16
+from agent.tls import LIMIT, OK, hello_fields, hex16
 
 # Initial salts by version (RFC 9001 section 5.2, RFC 9369 section 3.3.1, and the drafts)
 SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
@@ -378,8 +378,13 @@ class QuicTracker:
             "dcid": conn.dcid.hex(),
             "ja3": ja3_hash,
             "ja3_full": ja3_full,
-            "problem": None if status in (0, 4) else STATUS_NAMES[status],
+            "problem": None,
         }
+        if status not in (OK, LIMIT):
+            # as over TCP: what the hello said so far, no JA3 of a broken list
+            self.stats[f"quic.malformed_hello.{STATUS_NAMES[status]}"] += 1
+            record["ja3"] = record["ja3_full"] = None
+            record["problem"] = STATUS_NAMES[status]
         if record["sni"]:
             self.names[handle] = record["sni"]
         return record

@@ -107,8 +107,8 @@ class QuicRecord(FlowEndpoints, _HelloFields, Attributed):
     tls_version: str  # the ClientHello's legacy_version
     dcid: str  # the Destination Connection ID the client's Initial keys come from, hex
     repeat: bool  # the same ClientHello was reported before on this 5-tuple (after a Retry)
-    ja3: str
-    ja3_full: str
+    ja3: str | None  # None when the hello broke off
+    ja3_full: str | None
     problem: str | None  # the ClientHello broke off
 
 

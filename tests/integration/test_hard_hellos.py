@@ -187,6 +187,18 @@ def test_quic_crypto_data_held_per_connection_is_capped(tmp_path: Path) -> None:
     assert _stats(records)["caps"]["quic_crypto"] == quic_stats["crypto_cap"]
 
 
+def test_a_quic_hello_that_breaks_off_is_recorded_like_a_tls_one(tmp_path: Path) -> None:
+    """Its problem said, what it held so far kept, no JA3 of a broken list; counted."""
+    hello = bytearray(client_hello("broken.example", ("h3",), quic_params=True))
+    hello[4 + 34] = 0xFF  # session id length 255: runs past the hello
+    datagrams = [seal_initial(1, os.urandom(8), b"\x01", 0, crypto_frame(0, bytes(hello)))]
+    records = _replay(tmp_path, udp_frames(datagrams))
+    [quic] = of_type(records, "quic")
+    assert quic["problem"] == "truncated"
+    assert quic["ja3"] is None and quic["ja3_full"] is None
+    assert _stats(records)["quic"]["malformed_hello.truncated"] == 1
+
+
 def test_quic_corrupt_initial_is_counted(tmp_path: Path) -> None:
     packet = bytearray(
         seal_initial(
