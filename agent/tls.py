@@ -258,7 +258,7 @@ class TlsTracker:
         status, hello = parse_sslv2_client_hello(bytes(buf[:length]))
         self._stop_side(handle, flow, flow.hello_dir)
         if hello is None:
-            self.stats[f"tls.giveup.malformed.{status}"] += 1
+            self.stats[f"tls.giveup.malformed.{STATUS_NAMES[status]}"] += 1
             return []
         fields = {
             "version": hello["version"],
@@ -300,7 +300,7 @@ class TlsTracker:
                 status, server = parse_server_hello(message)
                 self._stop_side(handle, flow, server_dir)
                 if server is None:
-                    self.stats[f"tls.server_hello_malformed.{status}"] += 1
+                    self.stats[f"tls.server_hello_malformed.{STATUS_NAMES[status]}"] += 1
                     return []
                 self.stats["tls.server_hello"] += 1
                 if flow.pending is None:

@@ -126,6 +126,19 @@ def test_a_hello_without_server_hello_is_counted_incomplete_once(tmp_path: Path)
     assert _stats(records)["tls"]["giveup.incomplete"] == 1
 
 
+def test_a_broken_server_hello_is_counted_by_its_status_name(tmp_path: Path) -> None:
+    s = TcpSession()
+    frames = s.handshake() + s.send(0, tls_records(client_hello("one.example")))
+    broken = bytearray(server_hello())
+    broken[4 + 34] = 0xFF  # session id length 255: runs past the message
+    frames += s.send(1, tls_records(bytes(broken)))
+    frames += s.close()
+    records = _replay(tmp_path, frames)
+    [tls] = of_type(records, "tls")
+    assert tls["sni"] == "one.example" and tls["cipher"] is None
+    assert _stats(records)["tls"]["server_hello_malformed.truncated"] == 1
+
+
 def _quic_datagrams(hello: bytes, dcid: bytes, order: list[int], version: int = 1) -> list[bytes]:
     third = -(-len(hello) // 3)
     chunks = [(i * third, hello[i * third : (i + 1) * third]) for i in range(3)]
