@@ -40,6 +40,7 @@ from typing import Any
 
 from agent.dns import ADDRESS_TYPES, TYPE_CNAME
 from agent.flow import addr_text
+from agent.services import longest_suffix
 
 CSV_INDICATOR_COLUMNS = ("indicator", "value", "ioc", "domain", "host", "ip", "address")
 CSV_TAG_COLUMNS = ("tag", "threat", "description")
@@ -143,17 +144,10 @@ class Indicators:
         origin = self.exact_domains.get(name)
         if origin is not None:
             return name, "domain", origin
-        suffixes = self.suffix_domains
-        if not suffixes:
+        if not self.suffix_domains:
             return None
-        while True:
-            origin = suffixes.get(name)
-            if origin is not None:
-                return name, "domain", origin
-            dot = name.find(".")
-            if dot < 0:
-                return None
-            name = name[dot + 1 :]
+        found = longest_suffix(self.suffix_domains, name)
+        return (found[0], "domain", found[1]) if found is not None else None
 
     def match_address(self, text: str) -> tuple[str, str, Origin] | None:
         raw = address_bytes(text)

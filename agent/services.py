@@ -10,11 +10,15 @@ for the same domain. The registrable domain of any name comes from the Public Su
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from publicsuffixlist import PublicSuffixList
+
+T = TypeVar("T")
 
 BUILTIN = Path(__file__).with_name("data") / "services.toml"
 
@@ -73,15 +77,8 @@ class ServiceMap:
 
     def _lookup(self, name: str) -> Service | None:
         """The service of a host name: its longest listed suffix, or None."""
-        name = name.lower().rstrip(".")
-        while True:
-            service = self._by_domain.get(name)
-            if service is not None:
-                return service
-            dot = name.find(".")
-            if dot < 0:
-                return None
-            name = name[dot + 1 :]
+        found = longest_suffix(self._by_domain, name.lower().rstrip("."))
+        return found[1] if found is not None else None
 
     def _domain(self, name: str) -> str | None:
         """The registrable domain (eTLD+1) of a host name, or None (an address, a suffix)."""
@@ -89,3 +86,16 @@ class ServiceMap:
         if not name or name.replace(".", "").isdigit() or ":" in name:
             return None
         return self._psl.privatesuffix(name)
+
+
+def longest_suffix(table: Mapping[str, T], name: str) -> tuple[str, T] | None:
+    """The longest suffix of `name` (itself included, label by label) that is a key of
+    `table`, with its value; `name` is already lower case without a final dot."""
+    while True:
+        value = table.get(name)
+        if value is not None:
+            return name, value
+        dot = name.find(".")
+        if dot < 0:
+            return None
+        name = name[dot + 1 :]
