@@ -28,7 +28,7 @@ from agent.engine import (
     Engine,
     FrameBatch,
 )
-from agent.enrich import Enricher
+from agent.enrich import EnrichData, Enricher
 from agent.flow import flow_record
 from agent.quic import QuicTracker
 from agent.record import Record, StatsRecord
@@ -56,7 +56,8 @@ _CAP_COUNTERS = {
 
 
 class Pipeline:
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, enrich_data: EnrichData | None = None) -> None:
+        """`enrich_data`: the services map and indicator lists, when already loaded."""
         self.config = config or Config()
         flow, frag, dns = self.config.flow, self.config.fragments, self.config.dns
         self.stats: Counter[str] = Counter()
@@ -86,7 +87,7 @@ class Pipeline:
             lambda handle, dirn: engine.clear_interest(handle, INT_FOLLOW_UP << dirn),
         )
         self.quic = QuicTracker(self.stats)
-        self.enrich = Enricher(self.config, self.stats)
+        self.enrich = Enricher(self.config, self.stats, enrich_data)
         self.summary: Summariser | None = None  # set by a caller that ships batches
         self.batches: list[dict[str, Any]] = []
 

@@ -32,7 +32,7 @@ from agent.bpf import compile_filter, filter_problems
 from agent.capture import RingCapture, RingConfig
 from agent.config import Config, ConfigError, load_config
 from agent.core import Pipeline
-from agent.enrich import Enricher, EnrichError
+from agent.enrich import EnrichData, Enricher, EnrichError
 from agent.links import Link, LinkWatcher, describe
 from agent.log import configure, get_logger
 from agent.notify import Notifier
@@ -129,6 +129,7 @@ class Worker:
         log: Any,
         overrides: Overrides = None,
         share: AnswerShare | None = None,
+        enrich_data: EnrichData | None = None,
     ) -> None:
         self.index = index
         self.share = share
@@ -155,7 +156,7 @@ class Worker:
         ]
         events = _events_path(config.daemon.events, index, workers)
         self.writer = JsonLinesWriter(events) if events else None
-        self.pipeline = Pipeline(config)
+        self.pipeline = Pipeline(config, enrich_data)
         attributor = self.pipeline.enrich.attributor
         if share is not None and attributor is not None:
             stats = self.pipeline.stats
@@ -395,8 +396,9 @@ def run(config: Config, config_path: Path | None, overrides: Overrides = None) -
                     pass
             except OSError as exc:
                 raise DaemonError(f"--events {path}: {exc.strerror or exc}") from None
-    try:  # the data files enrichment needs: one line here rather than a failure per worker
-        Enricher(config, Counter())
+    try:  # the data files enrichment needs: one line here rather than a failure per worker,
+        # and loaded once: the workers share the tables
+        enrich_data = Enricher(config, Counter()).data
     except EnrichError as exc:
         raise DaemonError(str(exc)) from None
     try:  # fail here, with one line, rather than in every worker
@@ -418,8 +420,9 @@ def run(config: Config, config_path: Path | None, overrides: Overrides = None) -
                 flags = _Flags()
                 share = shares[index] if shares else None
                 worker = Worker(
-                    index, config, config_path, links, bpf, groups, log, overrides, share
-                )
+                    index, config, config_path, links, bpf, groups, log, overrides, share,
+                    enrich_data,
+                )  # fmt: skip
                 code = worker.run(flags, ready_w)
             except Exception as exc:
                 log.error("worker.failed", worker=index, error=f"{type(exc).__name__}: {exc}")

@@ -9,12 +9,13 @@ after it ever holds a clear client address.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.attribution import Attributor
 from agent.config import Config
-from agent.intel import IntelError, IntelMatcher
+from agent.intel import Indicators, IntelError, IntelMatcher, load_indicators
 from agent.privacy import Pseudonymiser, RecordPrivacy
 from agent.record import Record
 from agent.services import ServiceMap
@@ -31,17 +32,38 @@ def _longest_wait(config: Config) -> float:
     return max(idle, flow.active_timeout_s) if flow.active_timeout_s else idle
 
 
-class Enricher:
-    def __init__(self, config: Config, stats: Counter[str]) -> None:
-        self.config = config
-        self.attributor: Attributor | None = None
+@dataclass(frozen=True, slots=True)
+class EnrichData:
+    """The tables enrichment reads and never changes. The daemon loads them once, before
+    the workers fork, and the workers share them (a 1M-indicator list takes seconds to load
+    and about 150 MiB)."""
+
+    services: ServiceMap | None  # None: attribution is off
+    indicators: Indicators
+
+    @classmethod
+    def load(cls, config: Config) -> EnrichData:
+        services = None
         if config.attribution.enabled:
             try:
                 services = ServiceMap(tuple(Path(p) for p in config.attribution.services_files))
             except ValueError as exc:
                 raise EnrichError(str(exc)) from None
+        try:
+            indicators = load_indicators(config.intel.files) if config.intel.files else None
+        except IntelError as exc:
+            raise EnrichError(str(exc)) from None
+        return cls(services, indicators or Indicators())
+
+
+class Enricher:
+    def __init__(self, config: Config, stats: Counter[str], data: EnrichData | None = None) -> None:
+        self.config = config
+        self.data = data if data is not None else EnrichData.load(config)
+        self.attributor: Attributor | None = None
+        if self.data.services is not None:
             self.attributor = Attributor(
-                services,
+                self.data.services,
                 stats,
                 dns_cache_s=config.attribution.dns_cache_s,
                 dns_cache_entries=config.attribution.dns_cache_entries,
@@ -50,10 +72,7 @@ class Enricher:
             )
         self.intel = IntelMatcher(stats)
         if config.intel.files:
-            try:
-                self.intel.load(config.intel.files)
-            except IntelError as exc:
-                raise EnrichError(str(exc)) from None
+            self.intel.install(self.data.indicators)
         self.privacy: RecordPrivacy | None = None
         privacy = config.privacy
         if privacy.clients != "keep":

@@ -353,7 +353,7 @@ class IntelMatcher:
     def load(self, paths: tuple[str, ...]) -> float:
         """Loads the lists now (start-up); returns the seconds it took. Raises IntelError."""
         started = time.perf_counter()
-        self._install(load_indicators(paths))
+        self.install(load_indicators(paths))
         return time.perf_counter() - started
 
     def reload(
@@ -373,7 +373,7 @@ class IntelMatcher:
                 error = str(exc) if isinstance(exc, IntelError) else f"{type(exc).__name__}: {exc}"
                 log.warning("intel.load_failed", error=error, kept=len(self.indicators))
             else:
-                self._install(fresh)
+                self.install(fresh)
                 log.info(
                     "intel.loaded",
                     indicators=len(fresh),
@@ -394,7 +394,8 @@ class IntelMatcher:
             return not loader.is_alive()
         return True
 
-    def _install(self, indicators: Indicators) -> None:
+    def install(self, indicators: Indicators) -> None:
+        """Matches against these lists from now on (loaded here, or once for all workers)."""
         self.indicators = indicators
         self.armed = len(indicators) > 0
         # long-lived lists make every full collection walk them: set what lives now aside

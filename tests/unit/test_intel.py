@@ -877,3 +877,27 @@ def test_a_reload_pauses_per_line_read_not_per_indicator_kept(tmp_path: Path) ->
     indicators = agent.intel.load_indicators((str(path),), pause=lambda: pauses.append(1))
     assert len(indicators) == 1 and indicators.rejected == 50_000
     assert len(pauses) == 50_001 // agent.intel.PAUSE_EVERY
+
+
+def test_pipelines_given_loaded_tables_share_them_and_match_alike(tmp_path: Path) -> None:
+    """The daemon loads the lists once before its workers fork; each worker's pipeline
+    matches against those tables instead of loading its own."""
+    from agent.config import parse_config
+    from agent.core import Pipeline
+    from agent.enrich import EnrichData
+
+    listed = tmp_path / "intel.txt"
+    listed.write_text("bad.example\n")
+    config = parse_config(f'[intel]\nfiles = ["{listed}"]\n')
+    data = EnrichData.load(config)
+    workers = [Pipeline(config, data) for _ in range(2)]
+    for pipeline in workers:
+        assert pipeline.enrich.intel.indicators is data.indicators
+        assert pipeline.enrich.attributor is not None
+        assert pipeline.enrich.attributor.services is data.services
+        assert pipeline.enrich.intel.armed and pipeline.stats["intel.indicators"] == 1
+    alone = Pipeline(config)  # loads its own
+    assert alone.enrich.intel.indicators is not data.indicators
+    assert alone.enrich.intel.indicators.match_name("www.bad.example") == (
+        data.indicators.match_name("www.bad.example")
+    )
