@@ -91,41 +91,10 @@ def build(
         kind: db.execute(f'SELECT count(*) FROM "{kind}" WHERE ts >= ?', (since,)).fetchone()[0]
         for kind in RECORD_TYPES
     }
-    names_by_bytes = _rows(
-        db,
-        """
-        SELECT name, sum(flows), sum(bytes_up + bytes_down), sum(pkts_up + pkts_down)
-        FROM rollup_names WHERE window_end >= ? AND name IS NOT NULL
-        GROUP BY name ORDER BY 3 DESC, name LIMIT ?""",
-        since,
-        NAME_COLUMNS,
-    )
-    names_by_flows = _rows(
-        db,
-        """
-        SELECT name, sum(flows), sum(bytes_up + bytes_down), sum(pkts_up + pkts_down)
-        FROM rollup_names WHERE window_end >= ? AND name IS NOT NULL
-        GROUP BY name ORDER BY 2 DESC, name LIMIT ?""",
-        since,
-        NAME_COLUMNS,
-    )
-    qnames = _rows(
-        db,
-        """
-        SELECT qname, sum(queries) FROM rollup_qnames WHERE window_end >= ? AND qname IS NOT NULL
-        GROUP BY qname ORDER BY 2 DESC, qname LIMIT ?""",
-        since,
-        ("qname", "queries"),
-    )
-    nxdomain = _rows(
-        db,
-        """
-        SELECT qname, sum(queries) FROM rollup_qnames
-        WHERE window_end >= ? AND qname IS NOT NULL AND rcode = 3
-        GROUP BY qname ORDER BY 2 DESC, qname LIMIT ?""",
-        since,
-        ("qname", "queries"),
-    )
+    names_by_bytes = _top_names(db, since, by_bytes=True)
+    names_by_flows = _top_names(db, since, by_bytes=False)
+    qnames = _top_qnames(db, since, nxdomain_only=False)
+    nxdomain = _top_qnames(db, since, nxdomain_only=True)
     sensors = []
     streams: dict[str, list[dict[str, Any]]] = {}
     for sensor, stats_json in db.execute("SELECT sensor, stats FROM streams ORDER BY stream"):
@@ -386,6 +355,36 @@ def _heatmap(hours: dict[str, Any]) -> list[str]:
             f"  {category:<{width}}  {cells}  peak {hours['peak_hour'].get(category, '-')}"
         )
     return lines
+
+
+def _top_names(db: sqlite3.Connection, since: float, *, by_bytes: bool) -> list[dict[str, Any]]:
+    """The names of the most bytes (or flows) in the name rollups since `since`."""
+    order = 3 if by_bytes else 2  # the column of bytes, or of flows
+    return _rows(
+        db,
+        f"""
+        SELECT name, sum(flows), sum(bytes_up + bytes_down), sum(pkts_up + pkts_down)
+        FROM rollup_names WHERE window_end >= ? AND name IS NOT NULL
+        GROUP BY name ORDER BY {order} DESC, name LIMIT ?""",
+        since,
+        NAME_COLUMNS,
+    )
+
+
+def _top_qnames(
+    db: sqlite3.Connection, since: float, *, nxdomain_only: bool
+) -> list[dict[str, Any]]:
+    """The names queried most (or answered NXDOMAIN most, RCODE 3) since `since`."""
+    rcode = " AND rcode = 3" if nxdomain_only else ""
+    return _rows(
+        db,
+        f"""
+        SELECT qname, sum(queries) FROM rollup_qnames
+        WHERE window_end >= ? AND qname IS NOT NULL{rcode}
+        GROUP BY qname ORDER BY 2 DESC, qname LIMIT ?""",
+        since,
+        ("qname", "queries"),
+    )
 
 
 def utc_time(ts: float) -> str:
