@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -99,14 +100,17 @@ class _Progress:
         self.enabled = enabled and total_bytes > 0
         self._next = 0.0
 
-    def update(self, done_bytes: int, packets: int) -> None:
+    def update(self, done_bytes: int, packets: Callable[[], int]) -> None:
+        """`packets` is asked only when the bar is drawn: the engine builds its counters."""
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if not self.enabled or now < self._next:
+        if now < self._next:
             return
         self._next = now + 0.2
         share = min(done_bytes / self.total, 1.0)
         bar = "#" * int(share * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {packets:,} packets")
+        sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {packets():,} packets")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -191,7 +195,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 batches += 1
 
     def on_progress(done: int) -> None:
-        progress.update(done, pipeline.engine.counters()["packets"])
+        progress.update(done, lambda: pipeline.engine.counters()["packets"])
 
     try:
         for batch in replay_batches(sources, capture, on_progress):
