@@ -2,7 +2,10 @@
 
 JA3/JA3S: github.com/salesforce/ja3 (decimal values, GREASE dropped, md5).
 JA4: github.com/FoxIO-LLC/ja4, technical_details/JA4.md.
-Inputs are the dicts of agent._tls.parse_client_hello / parse_server_hello.
+Inputs are dicts shaped as agent._tls.parse_client_hello / parse_server_hello give them.
+The agent takes its fingerprints from those parsers, which write them in C
+(ext/_fingerprint.pxd); this module is their definition in Python, which the
+bench's dpkt reference, the SSL 2.0 hello and the tests use.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from agent._quic import crypto_frames, parse_long_header
 from agent._tls import parse_client_hello
 from agent.engine import STATUS_NAMES
-from agent.fingerprint import ja3
 from agent.record import QuicRecord
 from agent.tls import LIMIT, OK, hello_fields, hex16
 
@@ -343,7 +342,7 @@ class QuicTracker:
         digest = hashlib.sha256(message).digest()
         repeat = digest in flow.hellos  # the same hello under new keys, after a Retry
         flow.hellos.add(digest)
-        status, hello = parse_client_hello(message[4:])
+        status, hello = parse_client_hello(message[4:], quic=True)
         if hello is None:
             self.stats["quic.giveup.malformed"] += 1
             return []
@@ -362,7 +361,6 @@ class QuicTracker:
         sender: tuple[str, int, str, int, str],
     ) -> QuicRecord:
         client, cport, server, sport, flow_id = sender
-        ja3_hash, ja3_full = ja3(hello)
         record: QuicRecord = {
             "type": "quic",
             "ts": ts_ns / 1e9,
@@ -372,12 +370,12 @@ class QuicTracker:
             "dport": sport,
             "proto": "udp",
             "flow": flow_id,
-            **hello_fields(hello, "q"),  # type: ignore[typeddict-item]
+            **hello_fields(hello),  # type: ignore[typeddict-item]
             "version": f"0x{conn.version:08x}",
             "tls_version": hex16(hello["version"]),
             "dcid": conn.dcid.hex(),
-            "ja3": ja3_hash,
-            "ja3_full": ja3_full,
+            "ja3": hello["ja3"],
+            "ja3_full": hello["ja3_full"],
             "problem": None,
         }
         if status not in (OK, LIMIT):

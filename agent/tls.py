@@ -20,7 +20,7 @@ from typing import Any
 
 from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
 from agent.engine import STATUS_NAMES
-from agent.fingerprint import ja3, ja3s, ja4
+from agent.fingerprint import ja4
 from agent.record import TlsRecord
 from agent.stream import TcpStream, seq_delta
 
@@ -68,8 +68,8 @@ def looks_like_server_hello(payload: bytes) -> bool:
     )
 
 
-def hello_fields(hello: dict[str, Any], transport: str = "t") -> dict[str, Any]:
-    """The record fields that come from a parsed ClientHello (TLS or QUIC)."""
+def hello_fields(hello: dict[str, Any]) -> dict[str, Any]:
+    """The record fields that come from a parsed ClientHello (TLS or QUIC), its JA4 included."""
     sni = hello["sni"]
     return {
         "sni": text_of(sni) if sni is not None else None,
@@ -82,7 +82,7 @@ def hello_fields(hello: dict[str, Any], transport: str = "t") -> dict[str, Any]:
         "signature_algorithms": hello["signature_algorithms"],
         "pq": any(g in PQ_GROUPS for g in hello["key_share_groups"]),
         "ech": hello["ech"],
-        "ja4": ja4(hello, transport),
+        "ja4": hello["ja4"],
     }
 
 
@@ -273,9 +273,11 @@ class TlsTracker:
             "signature_algorithms": [],
             "key_share_groups": [],
             "ech": False,
+            "ja3": None,  # JA3 is defined for SSL 3.0 and later
+            "ja3_full": None,
         }
+        fields["ja4"] = ja4(fields)
         record = self._record(flow, fields, ts_ns)
-        record["ja3"] = record["ja3_full"] = None  # JA3 is defined for SSL 3.0 and later
         self._set_pending(handle, flow, record, ts_ns)
         return []
 
@@ -309,7 +311,7 @@ class TlsTracker:
                 selected = server["selected_version"]
                 record["server_version"] = hex16(selected if selected else server["version"])
                 record["cipher"] = hex16(server["cipher"])
-                record["ja3s"], record["ja3s_full"] = ja3s(server)
+                record["ja3s"], record["ja3s_full"] = server["ja3s"], server["ja3s_full"]
                 record["server_alpn"] = text_of(server["alpn"]) if server["alpn"] else None
                 return [record]
             if side.done:
@@ -355,7 +357,6 @@ class TlsTracker:
 
     def _record(self, flow: _TlsFlow, hello: dict[str, Any], ts_ns: int) -> TlsRecord:
         client, cport, server, sport, flow_id = flow.endpoints
-        ja3_hash, ja3_full = ja3(hello)
         record: TlsRecord = {
             "type": "tls",
             "ts": ts_ns / 1e9,
@@ -367,8 +368,8 @@ class TlsTracker:
             "flow": flow_id,
             **hello_fields(hello),  # type: ignore[typeddict-item]
             "version": hex16(hello["version"]),
-            "ja3": ja3_hash,
-            "ja3_full": ja3_full,
+            "ja3": hello["ja3"],
+            "ja3_full": hello["ja3_full"],
             "server_version": None,
             "cipher": None,
             "ja3s": None,

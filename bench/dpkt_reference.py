@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.dns import FLAG_BITS, PORT_PROTOCOL, RCODE_NAMES
-from agent.fingerprint import ja3, ja3s
+from agent.fingerprint import ja3, ja3s, ja4
 from agent.flow import PROTO_NAMES, community_id, tcp_flags_text
 from agent.output import JsonLinesWriter
 from agent.tls import hello_fields, hex16
@@ -750,6 +750,7 @@ class Reference:
         else:
             caddr, cport, saddr, sport = flow.server, flow.sport, flow.client, flow.cport
         ja3_hash, ja3_full = ja3(hello)
+        hello["ja4"] = ja4(hello, "t")
         state.pending = {
             "type": "tls",
             "ts": ts,
@@ -877,6 +878,7 @@ class Reference:
         else:
             caddr, cport, saddr, sport = flow.server, flow.sport, flow.client, flow.cport
         ja3_hash, ja3_full = ja3(hello)
+        hello["ja4"] = ja4(hello, "q")
         record = {
             "type": "quic",
             "ts": ts,
@@ -886,7 +888,7 @@ class Reference:
             "dport": sport,
             "proto": "udp",
             "flow": community_id(17, caddr, saddr, cport, sport),
-            **hello_fields(hello, "q"),
+            **hello_fields(hello),
             "version": f"0x{QUIC_V1:08x}",
             "tls_version": hex16(hello["version"]),
             "dcid": conn.dcid.hex(),

@@ -8,9 +8,14 @@ cursor; Python lists are built once, in the def wrapper. Lists longer than
 their cap are cut and the status is LIMIT, with what was read still returned.
 """
 
+import hashlib
+
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
+from _fingerprint cimport (DEC_CHARS, HEX_CHARS, Text, is_grease, ja3_cap, ja3_text, ja4_a, kept,
+                           put_char, put_dec, put_hex_list, sort_u16)
 from _wire cimport (LIMIT, MALFORMED, OK, TRUNCATED, UNSUPPORTED, Cursor, cursor_init, read_u8,
                     read_u16, read_u24, skip, take)
 
@@ -55,11 +60,6 @@ ctypedef struct Hello:
     uint8_t formats[MAX_SMALL]
     uint16_t sigalgs[MAX_LIST]
     uint16_t shares[MAX_SMALL]
-
-
-cdef inline bint is_grease(uint32_t v) noexcept nogil:
-    """GREASE values (RFC 8701): 0x?A?A with both bytes equal."""
-    return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
 
 
 cdef int u16_list(Cursor* c, size_t length, uint16_t* out, int cap, int* n,
@@ -195,6 +195,88 @@ cdef int client_hello(const uint8_t* p, size_t n, Hello* h) noexcept nogil:
     return OK
 
 
+_md5 = hashlib.md5
+_sha256 = hashlib.sha256
+EMPTY_HASH = "000000000000"  # JA4: a part with no values
+
+
+cdef tuple md5_of(Text* t):
+    """(md5 hex, text) of a JA3 or JA3S string."""
+    full = PyBytes_FromStringAndSize(t.p, t.n)
+    return _md5(full, usedforsecurity=False).hexdigest(), full.decode("ascii")
+
+
+cdef str hash12(Text* t):
+    """JA4's truncated sha256 of a hex list, or the empty hash of no values."""
+    if t.n == 0:
+        return EMPTY_HASH
+    return _sha256(PyBytes_FromStringAndSize(t.p, t.n)).hexdigest()[:12]
+
+
+cdef tuple client_ja3(Hello* h):
+    cdef Text t
+    t.cap = ja3_cap(h.n_ciphers, h.n_exts, h.n_groups, h.n_formats)
+    t.n = 0
+    t.p = <char*>PyMem_Malloc(t.cap)
+    if t.p == NULL:
+        raise MemoryError()
+    try:
+        ja3_text(&t, h.version, h.ciphers, h.n_ciphers, h.exts, h.n_exts, h.groups, h.n_groups,
+                 h.formats, h.n_formats)
+        return md5_of(&t)
+    finally:
+        PyMem_Free(t.p)
+
+
+cdef str client_ja4(Hello* h, char transport):
+    """JA4 (technical_details/JA4.md): readable part, sorted ciphers, sorted extensions
+    without SNI and ALPN followed by the signature algorithms in wire order."""
+    cdef uint16_t values[MAX_CIPHERS]
+    cdef char hex_buf[HEX_CHARS * (MAX_EXTENSIONS + MAX_LIST) + 1]
+    cdef char head[16]
+    cdef Text t, a
+    cdef int n_ciphers, n_exts, n_listed, n_sigalgs
+    cdef const uint8_t* alpn = NULL
+    cdef int alpn_len = 0
+    cdef uint8_t first_len
+    n_exts = kept(h.exts, h.n_exts, values, False)
+    n_ciphers = kept(h.ciphers, h.n_ciphers, values, False)
+    if h.alpn != NULL and h.alpn_len >= 1:  # the first protocol id of the list
+        first_len = h.alpn[0]
+        if 1 + <int>first_len <= h.alpn_len:
+            alpn = h.alpn + 1
+            alpn_len = first_len
+    a.p, a.n, a.cap = head, 0, sizeof(head)
+    ja4_a(&a, transport, h.versions, h.n_versions, h.version, h.has_sni, n_ciphers, n_exts,
+          alpn, alpn_len)
+    sort_u16(values, n_ciphers)
+    cipher_hash = _cipher_hash(values, n_ciphers)
+    t.p, t.n, t.cap = hex_buf, 0, sizeof(hex_buf)
+    n_listed = kept(h.exts, h.n_exts, values, True)
+    sort_u16(values, n_listed)
+    if n_listed:
+        put_hex_list(&t, values, n_listed)
+        n_sigalgs = kept(h.sigalgs, h.n_sigalgs, values, False)
+        if n_sigalgs:
+            put_char(&t, b"_")
+            put_hex_list(&t, values, n_sigalgs)
+    return f"{head[:a.n].decode('ascii')}_{cipher_hash}_{hash12(&t)}"
+
+
+cdef str _cipher_hash(const uint16_t* ciphers, int n):
+    cdef Text t
+    t.cap = HEX_CHARS * n + 1
+    t.n = 0
+    t.p = <char*>PyMem_Malloc(t.cap)
+    if t.p == NULL:
+        raise MemoryError()
+    try:
+        put_hex_list(&t, ciphers, n)
+        return hash12(&t)
+    finally:
+        PyMem_Free(t.p)
+
+
 cdef list u16_py(const uint16_t* values, int n):
     return [values[i] for i in range(n)]
 
@@ -215,15 +297,17 @@ cdef list alpn_py(const uint8_t* p, uint16_t n):
     return ids
 
 
-def parse_client_hello(const unsigned char[:] body):
+def parse_client_hello(const unsigned char[:] body, bint quic=False):
     """Parses a ClientHello body; returns (status, fields dict or None).
 
     fields: version, ciphers, extensions (types in wire order), sni (bytes or
     None), has_sni, alpn (list of bytes), supported_versions, groups,
-    point_formats, signature_algorithms, key_share_groups, ech. GREASE values
-    are kept; agent/tls.py drops them where a fingerprint says so. A hello
-    that breaks off (status other than OK and LIMIT) still gives the fields
-    read before the break; only a body without a version gives None.
+    point_formats, signature_algorithms, key_share_groups, ech, and the
+    fingerprints ja3 (md5 hex), ja3_full and ja4 ("q" first for a hello
+    carried by QUIC). GREASE values are kept in the lists; the fingerprints
+    drop them. A hello that breaks off (status other than OK and LIMIT) still
+    gives the fields read before the break; only a body without a version
+    gives None.
     """
     cdef Hello h
     cdef int st
@@ -240,6 +324,7 @@ def parse_client_hello(const unsigned char[:] body):
         return st, None
     if st == OK and h.limited:
         st = LIMIT
+    ja3, ja3_full = client_ja3(&h)
     return st, {
         "version": h.version,
         "ciphers": u16_py(h.ciphers, h.n_ciphers),
@@ -254,6 +339,9 @@ def parse_client_hello(const unsigned char[:] body):
         "signature_algorithms": u16_py(h.sigalgs, h.n_sigalgs),
         "key_share_groups": u16_py(h.shares, h.n_shares),
         "ech": h.ech,
+        "ja3": ja3,
+        "ja3_full": ja3_full,
+        "ja4": client_ja4(&h, b"q" if quic else b"t"),
     }
 
 
@@ -262,28 +350,50 @@ def parse_server_hello(const unsigned char[:] body):
 
     fields: version (legacy), cipher, extensions (types in wire order),
     selected_version (from supported_versions, RFC 8446 section 4.2.1, or
-    None), alpn (the protocol the server chose, bytes, or None).
+    None), alpn (the protocol the server chose, bytes, or None), ja3s (md5
+    hex) and ja3s_full.
     """
-    cdef Cursor c, exts, body_c
+    cdef Cursor c
+    cdef Text t
+    if body.shape[0] == 0:
+        return TRUNCATED, None
+    cursor_init(&c, &body[0], body.shape[0])
+    # each extension takes at least 4 bytes of the body and at most DEC_CHARS of the text
+    t.cap = DEC_CHARS * (3 + body.shape[0] // 4)
+    t.n = 0
+    t.p = <char*>PyMem_Malloc(t.cap)
+    if t.p == NULL:
+        raise MemoryError()
+    try:
+        return server_hello(&c, &t)
+    finally:
+        PyMem_Free(t.p)
+
+
+cdef tuple server_hello(Cursor* c, Text* t):
+    """The ServerHello walk; t receives the JA3S text (version,cipher,extensions)."""
+    cdef Cursor exts, body_c
     cdef uint16_t version, cipher, elen, etype, blen, sel
     cdef uint8_t sid_len, comp
     cdef const uint8_t* data
     cdef uint16_t alen
     cdef uint8_t plen
-    if body.shape[0] == 0:
+    cdef bint listed = False
+    if not read_u16(c, &version) or not skip(c, 32):
         return TRUNCATED, None
-    cursor_init(&c, &body[0], body.shape[0])
-    if not read_u16(&c, &version) or not skip(&c, 32):
+    if not read_u8(c, &sid_len) or not skip(c, sid_len):
         return TRUNCATED, None
-    if not read_u8(&c, &sid_len) or not skip(&c, sid_len):
+    if not read_u16(c, &cipher) or not read_u8(c, &comp):
         return TRUNCATED, None
-    if not read_u16(&c, &cipher) or not read_u8(&c, &comp):
-        return TRUNCATED, None
+    put_dec(t, version)
+    put_char(t, b",")
+    put_dec(t, cipher)
+    put_char(t, b",")
     extensions = []
     selected = None
     alpn = None
     if c.n >= 2:
-        read_u16(&c, &elen)
+        read_u16(c, &elen)
         if elen > c.n:
             return TRUNCATED, None
         cursor_init(&exts, c.p, elen)
@@ -293,13 +403,20 @@ def parse_server_hello(const unsigned char[:] body):
             cursor_init(&body_c, exts.p, blen)
             skip(&exts, blen)
             extensions.append(etype)
+            if not is_grease(etype):
+                if listed:
+                    put_char(t, b"-")
+                put_dec(t, etype)
+                listed = True
             if etype == EXT_SUPPORTED_VERSIONS and read_u16(&body_c, &sel):
                 selected = sel
             elif etype == EXT_ALPN and read_u16(&body_c, &alen) and read_u8(&body_c, &plen):
                 if take(&body_c, plen, &data):
                     alpn = PyBytes_FromStringAndSize(<const char*>data, plen)
+    ja3s, ja3s_full = md5_of(t)
     return OK, {"version": version, "cipher": cipher, "extensions": extensions,
-                "selected_version": selected, "alpn": alpn}
+                "selected_version": selected, "alpn": alpn, "ja3s": ja3s,
+                "ja3s_full": ja3s_full}
 
 
 def parse_sslv2_client_hello(const unsigned char[:] record):
