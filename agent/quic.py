@@ -96,7 +96,7 @@ def hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
     block = b""
     counter = 1
     while len(out) < length:
-        block = hmac.new(secret, block + info + bytes((counter,)), hashlib.sha256).digest()
+        block = hmac.digest(secret, block + info + bytes((counter,)), "sha256")
         out += block
         counter += 1
     return out[:length]
@@ -115,7 +115,7 @@ class InitialKeys:
         salt = initial_salt(version)
         if salt is None:
             return None
-        initial = hmac.new(salt, dcid, hashlib.sha256).digest()  # HKDF-Extract
+        initial = hmac.digest(salt, dcid, "sha256")  # HKDF-Extract
         client = hkdf_expand_label(initial, "client in", 32)
         prefix = "quicv2 " if version in (V2, V2_DRAFT) else "quic "
         key = hkdf_expand_label(client, prefix + "key", 16)
