@@ -15,6 +15,7 @@ inside a label escaped with a backslash so the rendering stays lossless.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
+from _addrtext cimport ipv4_text, ipv6_text
 from _wire cimport LIMIT, MALFORMED, OK, TRUNCATED, UNSUPPORTED, load_u16, load_u32
 
 import base64
@@ -197,14 +198,6 @@ cdef str char_string_text(const uint8_t* p, size_t n):
         else:
             o += escape_byte(p[k], buf + o)
     return buf[:o].decode("ascii")
-
-
-cdef str ipv4_text(const uint8_t* p):
-    return f"{p[0]}.{p[1]}.{p[2]}.{p[3]}"
-
-
-cdef str ipv6_text(const uint8_t* p):
-    return socket.inet_ntop(socket.AF_INET6, PyBytes_FromStringAndSize(<const char*>p, 16))
 
 
 cdef object svcb_text(const uint8_t* msg, size_t msglen, size_t start, size_t end,

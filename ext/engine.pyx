@@ -25,6 +25,7 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free
 from libc.string cimport memcmp, memcpy, memset
 
+from _addrtext cimport address_text
 from _communityid cimport COMMUNITY_ID_LEN, community_id
 from _decode cimport (FRAGMENT, IPPROTO_TCP, IPPROTO_UDP, LAYER_FRAG, N_LAYERS, OPT_KEY_TUNNEL,
                       OPT_KEY_VLAN, Packet, decode_frame, decode_reassembled)
@@ -119,14 +120,6 @@ cdef enum:
 DESC_SIZE = sizeof(FrameDesc)
 
 cdef uint64_t NS = 1000000000
-
-cdef extern from "arpa/inet.h" nogil:
-    const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
-
-cdef extern from "sys/socket.h":
-    int AF_INET
-    int AF_INET6
-
 
 cdef inline bint looks_like_server(uint16_t sport, uint16_t dport) noexcept nogil:
     """A packet from a well-known port to an ephemeral one comes from a server."""
@@ -674,14 +667,7 @@ cdef class Engine:
         return PyBytes_FromStringAndSize(<const char*>a, 4 if f.key.family == 4 else 16)
 
     cdef str _text(self, Flow* f, bint client):
-        cdef char buf[48]
-        cdef const uint8_t* a
-        if f.a_is_client == client:
-            a = &f.key.a[0]
-        else:
-            a = &f.key.b[0]
-        inet_ntop(AF_INET if f.key.family == 4 else AF_INET6, a, buf, sizeof(buf))
-        return buf.decode("ascii")
+        return address_text(f.key.family, &f.key.a[0] if f.a_is_client == client else &f.key.b[0])
 
     cdef inline str _cid(self, Flow* f):
         return PyUnicode_DecodeASCII(f.cid, COMMUNITY_ID_LEN, NULL)
