@@ -157,6 +157,8 @@ class DnsTracker:
         return records
 
     def on_flow_end(self, handle: int) -> None:
+        if not self._tcp:  # DNS over TCP is rare; every flow ends here
+            return
         for dirn in (0, 1):
             framer = self._tcp.pop((handle, dirn), None)
             if framer is not None and (framer.buffer or framer.stream.has_gap):
