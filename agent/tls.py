@@ -13,6 +13,7 @@ reason in stats as tls.giveup.<reason>.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ HS_SERVER_HELLO = 2
 PQ_GROUPS = frozenset((0x11EB, 0x11EC, 0x11ED, 0x6399, 0x639A))
 
 
+@functools.lru_cache(maxsize=4096)  # versions and ciphers: a few hundred values in use
 def hex16(value: int) -> str:
     return f"0x{value:04x}"
 
