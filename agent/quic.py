@@ -133,16 +133,8 @@ class InitialKeys:
         mask = self.hp.update(sample)
         first = datagram[0] ^ (mask[0] & 0x0F)  # long header: low four bits (section 5.4.1)
         pn_length = (first & 0x03) + 1
-        truncated = int.from_bytes(
-            bytes(
-                b ^ m
-                for b, m in zip(
-                    datagram[pn_offset : pn_offset + pn_length],
-                    mask[1 : 1 + pn_length],
-                    strict=True,
-                )
-            ),
-            "big",
+        truncated = int.from_bytes(datagram[pn_offset : pn_offset + pn_length], "big") ^ (
+            int.from_bytes(mask[1 : 1 + pn_length], "big")
         )
         pn = decode_packet_number(largest_pn, truncated, pn_length * 8)
         header = bytes((first,)) + datagram[1:pn_offset] + truncated.to_bytes(pn_length, "big")
