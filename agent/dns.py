@@ -10,7 +10,6 @@ key ends the first as unanswered (a retransmission).
 
 from __future__ import annotations
 
-import functools
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,7 +55,6 @@ FLAG_BITS = (
     ("ad", 0x0020),
     ("cd", 0x0010),
 )
-FLAG_MASK = sum(bit for _name, bit in FLAG_BITS)
 PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
 # answer types: RFC 1035 section 3.2.2 (A, CNAME) and RFC 3596 section 2.1 (AAAA)
 TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
@@ -257,29 +255,32 @@ class DnsTracker:
     def _record(self, query: _Message | None, response: _Message | None) -> DnsRecord:
         first = query or response
         assert first is not None
-        ident, flags, counts, questions, _answers, edns, problem = first.message
+        ident, _flags, counts, questions, _answers, _edns, _problem = first.message
         qname, qtype, qclass = questions[0] if questions else (None, None, None)
-        if response is None:
-            status = "unanswered"
-            answers: list[str] = []
-            answer_types: list[int] = []
-            ttls: list[int] = []
-            rcode = rcode_name = rtt = None
-        else:
-            _i, flags, _c, _q, rrs, redns, rproblem = response.message
-            answers = [rr[3] for rr in rrs]
-            answer_types = [rr[1] for rr in rrs]
-            ttls = [rr[2] for rr in rrs]
-            rcode = flags & 0x000F
+        answers: list[str] = []
+        answer_types: list[int] = []
+        ttls: list[int] = []
+        rcode = rcode_name = rtt = None
+        flags_from = (response or first).message
+        if response is not None:
+            _i, rflags, _c, _q, rr, redns, _p = response.message
+            for _name, rtype, ttl, text in rr:
+                answers.append(text)
+                answer_types.append(rtype)
+                ttls.append(ttl)
+            rcode = rflags & 0x000F
             if redns is not None:  # the 12-bit extended RCODE, RFC 6891 section 6.1.3
                 rcode |= redns["rcode_high"] << 4
-            rcode_name = RCODE_NAMES.get(rcode) or str(rcode)
-            if query is None:
-                status, rtt = "unsolicited", None
-            else:
-                status, rtt = "answered", (response.ts_ns - query.ts_ns) / 1e9
-                edns = redns or edns
-                problem = problem or rproblem
+            rcode_name = RCODE_NAMES.get(rcode, str(rcode))
+            if query is not None:
+                rtt = (response.ts_ns - query.ts_ns) / 1e9
+        status = "answered" if query and response else ("unanswered" if query else "unsolicited")
+        edns = (response.message[5] if response is not None else None) or (
+            query.message[5] if query is not None else None
+        )
+        problem = (query.message[6] if query is not None else None) or (
+            response.message[6] if response is not None else None
+        )
         server_port = first.rport
         return {
             "type": "dns",
@@ -287,7 +288,7 @@ class DnsTracker:
             "src": first.querier,
             "sport": first.qport,
             "dst": first.responder,
-            "dport": server_port,
+            "dport": first.rport,
             "proto": first.transport,
             "flow": first.flow_id,
             "transport": first.transport,
@@ -305,14 +306,8 @@ class DnsTracker:
             "answer_types": answer_types,
             "ttls": ttls,
             "rtt": rtt,
-            "flags": list(flag_names(flags & FLAG_MASK)),
+            "flags": [name for name, bit in FLAG_BITS if flags_from[1] & bit],
             "questions": [[q[0], q[1]] for q in questions] if counts[0] > 1 else None,
             "edns": edns,
             "problem": problem,
         }
-
-
-@functools.cache
-def flag_names(flags: int) -> tuple[str, ...]:
-    """The names of the header flags set (FLAG_MASK bits only: at most 64 entries)."""
-    return tuple(name for name, bit in FLAG_BITS if flags & bit)
