@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         help="packets the dpkt reference reads (default: --small-packets)",
     )
     parser.add_argument("--seed", type=int, default=1, help="of the mix")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each; the best counts")
     parser.add_argument("--no-check", action="store_true", help="skip the same-records check")
     parser.add_argument(
         "--keep",
