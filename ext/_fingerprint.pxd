@@ -86,7 +86,7 @@ cdef inline void put_hex_list(Text* t, const uint16_t* values, int n) noexcept n
 cdef inline void ja3_text(Text* t, uint16_t version, const uint16_t* ciphers, int n_ciphers,
                           const uint16_t* exts, int n_exts, const uint16_t* groups,
                           int n_groups, const uint8_t* formats, int n_formats) noexcept nogil:
-    """version,ciphers,extensions,groups,formats; t.cap >= ja3_cap(...)."""
+    """version,ciphers,extensions,groups,formats."""
     cdef int i
     put_dec(t, version)
     put_char(t, b",")
@@ -100,10 +100,6 @@ cdef inline void ja3_text(Text* t, uint16_t version, const uint16_t* ciphers, in
         if i:
             put_char(t, b"-")
         put_dec(t, formats[i])
-
-
-cdef inline size_t ja3_cap(int n_ciphers, int n_exts, int n_groups, int n_formats) noexcept nogil:
-    return DEC_CHARS * (1 + n_ciphers + n_exts + n_groups + n_formats) + 4
 
 
 cdef inline const char* ja4_version_code(uint16_t v) noexcept nogil:

@@ -14,8 +14,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
-from _fingerprint cimport (DEC_CHARS, HEX_CHARS, Text, is_grease, ja3_cap, ja3_text, ja4_a, kept,
-                           put_char, put_dec, put_hex_list, sort_u16)
+from _fingerprint cimport (DEC_CHARS, HEX_CHARS, Text, is_grease, ja3_text, ja4_a, kept, put_char,
+                           put_dec, put_hex_list, sort_u16)
 from _wire cimport (LIMIT, MALFORMED, OK, TRUNCATED, UNSUPPORTED, Cursor, cursor_init, read_u8,
                     read_u16, read_u24, skip, take)
 
@@ -214,27 +214,23 @@ cdef str hash12(Text* t):
 
 
 cdef tuple client_ja3(Hello* h):
+    # every list at its cap, each value at its widest
+    cdef char buf[DEC_CHARS * (1 + MAX_CIPHERS + MAX_EXTENSIONS + MAX_LIST + MAX_SMALL) + 4]
     cdef Text t
-    t.cap = ja3_cap(h.n_ciphers, h.n_exts, h.n_groups, h.n_formats)
-    t.n = 0
-    t.p = <char*>PyMem_Malloc(t.cap)
-    if t.p == NULL:
-        raise MemoryError()
-    try:
-        ja3_text(&t, h.version, h.ciphers, h.n_ciphers, h.exts, h.n_exts, h.groups, h.n_groups,
-                 h.formats, h.n_formats)
-        return md5_of(&t)
-    finally:
-        PyMem_Free(t.p)
+    t.p, t.n, t.cap = buf, 0, sizeof(buf)
+    ja3_text(&t, h.version, h.ciphers, h.n_ciphers, h.exts, h.n_exts, h.groups, h.n_groups,
+             h.formats, h.n_formats)
+    return md5_of(&t)
 
 
 cdef str client_ja4(Hello* h, char transport):
     """JA4 (technical_details/JA4.md): readable part, sorted ciphers, sorted extensions
     without SNI and ALPN followed by the signature algorithms in wire order."""
     cdef uint16_t values[MAX_CIPHERS]
-    cdef char hex_buf[HEX_CHARS * (MAX_EXTENSIONS + MAX_LIST) + 1]
+    cdef char cipher_buf[HEX_CHARS * MAX_CIPHERS + 1]
+    cdef char ext_buf[HEX_CHARS * (MAX_EXTENSIONS + MAX_LIST) + 1]
     cdef char head[16]
-    cdef Text t, a
+    cdef Text a, c, e
     cdef int n_ciphers, n_exts, n_listed, n_sigalgs
     cdef const uint8_t* alpn = NULL
     cdef int alpn_len = 0
@@ -249,32 +245,19 @@ cdef str client_ja4(Hello* h, char transport):
     a.p, a.n, a.cap = head, 0, sizeof(head)
     ja4_a(&a, transport, h.versions, h.n_versions, h.version, h.has_sni, n_ciphers, n_exts,
           alpn, alpn_len)
+    c.p, c.n, c.cap = cipher_buf, 0, sizeof(cipher_buf)
     sort_u16(values, n_ciphers)
-    cipher_hash = _cipher_hash(values, n_ciphers)
-    t.p, t.n, t.cap = hex_buf, 0, sizeof(hex_buf)
+    put_hex_list(&c, values, n_ciphers)
+    e.p, e.n, e.cap = ext_buf, 0, sizeof(ext_buf)
     n_listed = kept(h.exts, h.n_exts, values, True)
     sort_u16(values, n_listed)
     if n_listed:
-        put_hex_list(&t, values, n_listed)
+        put_hex_list(&e, values, n_listed)
         n_sigalgs = kept(h.sigalgs, h.n_sigalgs, values, False)
         if n_sigalgs:
-            put_char(&t, b"_")
-            put_hex_list(&t, values, n_sigalgs)
-    return f"{head[:a.n].decode('ascii')}_{cipher_hash}_{hash12(&t)}"
-
-
-cdef str _cipher_hash(const uint16_t* ciphers, int n):
-    cdef Text t
-    t.cap = HEX_CHARS * n + 1
-    t.n = 0
-    t.p = <char*>PyMem_Malloc(t.cap)
-    if t.p == NULL:
-        raise MemoryError()
-    try:
-        put_hex_list(&t, ciphers, n)
-        return hash12(&t)
-    finally:
-        PyMem_Free(t.p)
+            put_char(&e, b"_")
+            put_hex_list(&e, values, n_sigalgs)
+    return f"{head[:a.n].decode('ascii')}_{hash12(&c)}_{hash12(&e)}"
 
 
 cdef list u16_py(const uint16_t* values, int n):
