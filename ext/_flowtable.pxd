@@ -71,7 +71,8 @@ ctypedef struct FlowTable:
     HashIndex hx
     int32_t capacity
     int32_t count
-    int32_t free_head
+    int32_t free_head           # positions freed by ft_remove, linked through Flow.next
+    int32_t unused              # positions from here on were never handed out
     int32_t head[N_CLASSES]
     int32_t tail[N_CLASSES]
     uint64_t seed
@@ -85,9 +86,11 @@ cdef inline bint ft_init(FlowTable* ft, int32_t capacity, uint64_t seed) noexcep
     ft.capacity = capacity
     ft.count = 0
     ft.seed = seed
-    for i in range(capacity):
-        ft.pool[i].next = i + 1 if i + 1 < capacity else -1
-    ft.free_head = 0
+    # No free list threaded through the pool here: that would touch every page of it
+    # (29 MB for the default 131,072 flows) at start-up; positions are handed out in
+    # order and only reused from the free list.
+    ft.free_head = -1
+    ft.unused = 0
     for i in range(N_CLASSES):
         ft.head[i] = -1
         ft.tail[i] = -1
@@ -153,10 +156,14 @@ cdef inline int32_t ft_insert(FlowTable* ft, FlowKey* key, uint64_t h, uint8_t c
     cdef int32_t i = ft.free_head
     cdef uint32_t gen
     cdef Flow* f
-    if i == -1:
+    if i != -1:
+        ft.free_head = ft.pool[i].next
+    elif ft.unused < ft.capacity:
+        i = ft.unused
+        ft.unused += 1
+    else:
         return -1
     f = &ft.pool[i]
-    ft.free_head = f.next
     gen = f.gen
     memset(f, 0, sizeof(Flow))
     f.key = key[0]
