@@ -61,17 +61,22 @@ cdef inline void put_hex4(Text* t, uint16_t v) noexcept nogil:
     put_char(t, hex_digit(v & 0xF))
 
 
+cdef inline void put_dec_item(Text* t, uint16_t v, bint* listed) noexcept nogil:
+    """One value of a JA3 list: decimal, after a "-" if one came before, GREASE left out."""
+    if is_grease(v):
+        return
+    if listed[0]:
+        put_char(t, b"-")
+    put_dec(t, v)
+    listed[0] = True
+
+
 cdef inline void put_dec_list(Text* t, const uint16_t* values, int n) noexcept nogil:
     """JA3 lists: decimal values joined by "-", GREASE left out."""
-    cdef bint first = True
+    cdef bint listed = False
     cdef int i
     for i in range(n):
-        if is_grease(values[i]):
-            continue
-        if not first:
-            put_char(t, b"-")
-        put_dec(t, values[i])
-        first = False
+        put_dec_item(t, values[i], &listed)
 
 
 cdef inline void put_hex_list(Text* t, const uint16_t* values, int n) noexcept nogil:

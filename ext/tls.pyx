@@ -14,8 +14,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
-from _fingerprint cimport (DEC_CHARS, HEX_CHARS, Text, is_grease, ja3_text, ja4_a, kept, put_char,
-                           put_dec, put_hex_list, sort_u16)
+from _fingerprint cimport (DEC_CHARS, HEX_CHARS, Text, ja3_text, ja4_a, kept, put_char, put_dec,
+                           put_dec_item, put_hex_list, sort_u16)
 from _wire cimport (LIMIT, MALFORMED, OK, TRUNCATED, UNSUPPORTED, Cursor, cursor_init, read_u8,
                     read_u16, read_u24, skip, take)
 
@@ -386,11 +386,7 @@ cdef tuple server_hello(Cursor* c, Text* t):
             cursor_init(&body_c, exts.p, blen)
             skip(&exts, blen)
             extensions.append(etype)
-            if not is_grease(etype):
-                if listed:
-                    put_char(t, b"-")
-                put_dec(t, etype)
-                listed = True
+            put_dec_item(t, etype, &listed)
             if etype == EXT_SUPPORTED_VERSIONS and read_u16(&body_c, &sel):
                 selected = sel
             elif etype == EXT_ALPN and read_u16(&body_c, &alen) and read_u8(&body_c, &plen):
