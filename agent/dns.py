@@ -55,6 +55,8 @@ FLAG_BITS = (
     ("ad", 0x0020),
     ("cd", 0x0010),
 )
+# The names of the flags set in each value of header bits 4 to 10, which hold them all
+_FLAG_NAMES = tuple(tuple(name for name, bit in FLAG_BITS if bit & (i << 4)) for i in range(128))
 PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
 # answer types: RFC 1035 section 3.2.2 (A, CNAME) and RFC 3596 section 2.1 (AAAA)
 TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
@@ -62,16 +64,10 @@ ADDRESS_TYPES = frozenset((TYPE_A, TYPE_AAAA))
 TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
 
 
-@dataclass(slots=True)
-class _Message:
-    ts_ns: int
-    querier: str
-    qport: int
-    responder: str
-    rport: int
-    transport: str
-    flow_id: str
-    message: DnsMessage
+# One side of a transaction: (ts_ns, querier, querier port, responder, responder port,
+# transport, flow id, parsed message). A tuple: one is made per message, and a class
+# instance cost twice the rest of pairing (bench/).
+_Message = tuple[int, str, int, str, int, str, str, "DnsMessage"]
 
 
 @dataclass(slots=True)
@@ -167,7 +163,7 @@ class DnsTracker:
         records = []
         while self._pending:
             key, query = next(iter(self._pending.items()))
-            if query.ts_ns + self.timeout_ns > now_ns:
+            if query[0] + self.timeout_ns > now_ns:
                 break
             del self._pending[key]
             records.append(self._record(query, None))
@@ -224,19 +220,20 @@ class DnsTracker:
         self.stats["dns.messages"] += 1
         if message[6] is not None:
             self.stats[f"dns.malformed.{message[6]}"] += 1
-        is_response = bool(message[1] & 0x8000)
-        if is_response:
-            side = _Message(
-                ts_ns, receiver, receiver_port, sender, sender_port, transport, flow_id, message
-            )
-        else:
-            side = _Message(
-                ts_ns, sender, sender_port, receiver, receiver_port, transport, flow_id, message
-            )
         question = message[3][0][:2] if message[3] else None
-        # The flow handle keeps apart what the flow key keeps apart (VLANs, VNIs).
-        key = (handle, side.querier, side.qport, message[0], question)
-        if not is_response:
+        if not message[1] & 0x8000:  # a query
+            side = (
+                ts_ns,
+                sender,
+                sender_port,
+                receiver,
+                receiver_port,
+                transport,
+                flow_id,
+                message,
+            )
+            # The flow handle keeps apart what the flow key keeps apart (VLANs, VNIs).
+            key = (handle, sender, sender_port, message[0], question)
             records = []
             earlier = self._pending.pop(key, None)
             if earlier is not None:
@@ -247,66 +244,60 @@ class DnsTracker:
                 records.append(self._record(self._pending.popitem(last=False)[1], None))
             self._pending[key] = side
             return records
-        query = self._pending.pop(key, None)
-        if query is None:
-            return [self._record(None, side)]
+        side = (ts_ns, receiver, receiver_port, sender, sender_port, transport, flow_id, message)
+        query = self._pending.pop((handle, receiver, receiver_port, message[0], question), None)
         return [self._record(query, side)]
 
     def _record(self, query: _Message | None, response: _Message | None) -> DnsRecord:
         first = query or response
         assert first is not None
-        ident, _flags, counts, questions, _answers, _edns, _problem = first.message
+        ts_ns, querier, qport, responder, rport, transport, flow_id, message = first
+        ident, header_flags, counts, questions, _answers, edns, problem = message
         qname, qtype, qclass = questions[0] if questions else (None, None, None)
         answers: list[str] = []
         answer_types: list[int] = []
         ttls: list[int] = []
         rcode = rcode_name = rtt = None
-        flags_from = (response or first).message
+        flags = header_flags
         if response is not None:
-            _i, rflags, _c, _q, rr, redns, _p = response.message
-            for _name, rtype, ttl, text in rr:
-                answers.append(text)
-                answer_types.append(rtype)
-                ttls.append(ttl)
-            rcode = rflags & 0x000F
+            _i, flags, _c, _q, rr, redns, rproblem = response[7]
+            if rr:
+                _names, rtypes, rttls, texts = zip(*rr, strict=True)
+                answers, answer_types, ttls = list(texts), list(rtypes), list(rttls)
+            rcode = flags & 0x000F
             if redns is not None:  # the 12-bit extended RCODE, RFC 6891 section 6.1.3
                 rcode |= redns["rcode_high"] << 4
             rcode_name = RCODE_NAMES.get(rcode, str(rcode))
             if query is not None:
-                rtt = (response.ts_ns - query.ts_ns) / 1e9
+                rtt = (response[0] - ts_ns) / 1e9
+                edns = redns or edns
+                problem = problem or rproblem
         status = "answered" if query and response else ("unanswered" if query else "unsolicited")
-        edns = (response.message[5] if response is not None else None) or (
-            query.message[5] if query is not None else None
-        )
-        problem = (query.message[6] if query is not None else None) or (
-            response.message[6] if response is not None else None
-        )
-        server_port = first.rport
         return {
             "type": "dns",
-            "ts": first.ts_ns / 1e9,
-            "src": first.querier,
-            "sport": first.qport,
-            "dst": first.responder,
-            "dport": first.rport,
-            "proto": first.transport,
-            "flow": first.flow_id,
-            "transport": first.transport,
-            "protocol": PORT_PROTOCOL.get(server_port, "dns"),
+            "ts": ts_ns / 1e9,
+            "src": querier,
+            "sport": qport,
+            "dst": responder,
+            "dport": rport,
+            "proto": transport,
+            "flow": flow_id,
+            "transport": transport,
+            "protocol": PORT_PROTOCOL.get(rport, "dns"),
             "status": status,
             "id": ident,
-            "opcode": (first.message[1] >> 11) & 0xF,
+            "opcode": (header_flags >> 11) & 0xF,
             "qname": qname,
             "qtype": qtype,
             # mDNS uses the top bit of the class as the unicast-response bit (RFC 6762 5.4)
-            "qclass": qclass & 0x7FFF if qclass is not None and server_port == 5353 else qclass,
+            "qclass": qclass & 0x7FFF if qclass is not None and rport == 5353 else qclass,
             "rcode": rcode,
             "rcode_name": rcode_name,
             "answers": answers,
             "answer_types": answer_types,
             "ttls": ttls,
             "rtt": rtt,
-            "flags": [name for name, bit in FLAG_BITS if flags_from[1] & bit],
+            "flags": list(_FLAG_NAMES[(flags >> 4) & 0x7F]),
             "questions": [[q[0], q[1]] for q in questions] if counts[0] > 1 else None,
             "edns": edns,
             "problem": problem,
