@@ -15,6 +15,7 @@ on the same 5-tuple starts a new connection.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections import Counter, OrderedDict
@@ -90,16 +91,22 @@ def initial_salt(version: int) -> bytes | None:
 
 def hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
     """HKDF-Expand-Label with an empty context (RFC 8446 section 7.1), SHA-256."""
-    full = b"tls13 " + label.encode()
-    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
     out = b""
     block = b""
+    info = _expand_label_info(label, length)
     counter = 1
     while len(out) < length:
         block = hmac.digest(secret, block + info + bytes((counter,)), "sha256")
         out += block
         counter += 1
     return out[:length]
+
+
+@functools.lru_cache(maxsize=64)
+def _expand_label_info(label: str, length: int) -> bytes:
+    """The HkdfLabel of RFC 8446 section 7.1: the same few labels serve every connection."""
+    full = b"tls13 " + label.encode()
+    return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
 
 
 @dataclass(slots=True)
