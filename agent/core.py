@@ -13,7 +13,7 @@ size, because every timer runs on the engine's per-second ticks.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.dns import DnsTracker
@@ -32,8 +32,10 @@ from agent.enrich import EnrichData, Enricher
 from agent.flow import flow_record
 from agent.quic import QuicTracker
 from agent.record import Record, StatsRecord
-from agent.summary import Summariser
 from agent.tls import TlsTracker
+
+if TYPE_CHECKING:
+    from agent.summary import Summariser  # set by a caller that ships; msgpack only then
 
 _END_INTERIM = END_NAMES.index("interim")
 _CAP_COUNTERS = {
