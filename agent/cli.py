@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import os
 import signal
@@ -166,6 +167,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline = Pipeline(config)
     except EnrichError as exc:
         return _fail(str(exc))
+    # What lives now (modules, config, tables) lives for the whole run: the cyclic
+    # collector need not walk it again and again (0.7% of replay's instructions).
+    gc.freeze()
     capture: Counter[str] = Counter()
     if shipper is not None:
         from agent.summary import Summariser

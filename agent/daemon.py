@@ -14,6 +14,7 @@ Signal handlers only set flags; the loops look at them at least every 200 ms.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -409,6 +410,9 @@ def run(config: Config, config_path: Path | None, overrides: Overrides = None) -
         if not link.up:
             log.warning("link.down", interface=link.name, at="start")
     shares = answer_shares(workers)
+    # What lives now lives as long as the workers: the collector need not walk it, and
+    # the workers' collections do not write to the pages they share with this process.
+    gc.freeze()
     ready_r, ready_w = os.pipe()
     children: dict[int, int] = {}
     for index in range(workers):
