@@ -2,6 +2,11 @@
 """IP addresses as text: dotted quads written here, IPv6 by inet_ntop (RFC 5952 form)."""
 
 from libc.stdint cimport uint8_t
+from libc.string cimport memcpy, strlen
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object text)
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
@@ -25,6 +30,13 @@ cdef inline int put_octet(char* out, uint8_t v) noexcept nogil:
     return 1
 
 
+cdef inline str ascii_str(const char* text, Py_ssize_t n):
+    """A str of n ASCII characters, copied in: what decode("ascii") makes, without its checks."""
+    cdef object out = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(out), text, n)
+    return out
+
+
 cdef inline str ipv4_text(const uint8_t* a):
     # glibc's inet_ntop formats IPv4 with sprintf, the larger part of its cost
     cdef char buf[16]
@@ -35,13 +47,13 @@ cdef inline str ipv4_text(const uint8_t* a):
             buf[n] = b"."
             n += 1
         n += put_octet(buf + n, a[k])
-    return buf[:n].decode("ascii")
+    return ascii_str(buf, n)
 
 
 cdef inline str ipv6_text(const uint8_t* a):
     cdef char buf[48]
     inet_ntop(AF_INET6, a, buf, sizeof(buf))
-    return buf.decode("ascii")
+    return ascii_str(buf, <Py_ssize_t>strlen(buf))
 
 
 cdef inline str address_text(int family, const uint8_t* a):
