@@ -201,6 +201,7 @@ cdef class Engine:
     cdef int opts
     cdef uint64_t now
     cdef uint64_t tick_sec
+    cdef uint64_t next_sec_ns  # where the second after tick_sec starts
     cdef uint64_t timeout_ns[N_CLASSES]
     cdef uint64_t active_ns
     cdef uint32_t tcp_payload_cap
@@ -244,7 +245,7 @@ cdef class Engine:
         self.tls_payload_cap = tls_payload_cap
         self.quic_max_initials = min(max(quic_max_initials, 0), 255) if quic else 0
         self.now = 0
-        self.tick_sec = 0
+        self._tick_to(0)
         memset(self.counts, 0, sizeof(self.counts))
         memset(self.errors, 0, sizeof(self.errors))
         self.out = []
@@ -359,25 +360,31 @@ cdef class Engine:
         return taken
 
     cdef void _advance(self, uint64_t ts) noexcept:
-        cdef uint64_t sec, due
+        cdef uint64_t due
         if ts > self.now:
             # Across a gap in the traffic, stop at each second a flow falls due: it ends,
             # and lands in a window, when it expired rather than when the next packet came.
-            due = self._next_due()
-            while due < ts and due // NS > self.tick_sec:
-                self.now = due
-                self.tick_sec = due // NS
-                self.out.append((EV_TICK, self.now))
-                self._expire()
+            # Within the current second no flow can fall due in a later one: most packets
+            # stop at the first test.
+            if ts >= self.next_sec_ns:
                 due = self._next_due()
+                while due < ts and due // NS > self.tick_sec:
+                    self.now = due
+                    self._tick_to(due // NS)
+                    self.out.append((EV_TICK, self.now))
+                    self._expire()
+                    due = self._next_due()
             self.now = ts
         elif ts < self.now:
             self.counts[C_TIME_BACKWARDS] += 1
-        sec = self.now // NS
-        if sec != self.tick_sec:
-            self.tick_sec = sec
+        if self.now >= self.next_sec_ns:  # (now only grows, so never below tick_sec's)
+            self._tick_to(self.now // NS)
             self.out.append((EV_TICK, self.now))
             self._expire()
+
+    cdef inline void _tick_to(self, uint64_t sec) noexcept:
+        self.tick_sec = sec
+        self.next_sec_ns = (sec + 1) * NS
 
     cdef uint64_t _next_due(self) noexcept:
         """The earliest time an idle flow expires (each class's list is oldest first)."""
