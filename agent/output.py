@@ -21,8 +21,7 @@ class JsonLinesWriter:
 
     def write(self, records: list[Record]) -> None:
         if records:
-            dumps = orjson.dumps
-            self._file.write(b"".join([dumps(r) + b"\n" for r in records]))
+            self._file.write(b"\n".join(map(orjson.dumps, records)) + b"\n")
 
     def close(self) -> None:
         if self.path == "-":
