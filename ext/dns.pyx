@@ -12,7 +12,7 @@ Wireshark renders them), bytes from 0x80 as octal too, and "." or "\\"
 inside a label escaped with a backslash so the rendering stays lossless.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 from _addrtext cimport ipv4_text, ipv6_text
@@ -367,7 +367,7 @@ cdef object edns_info(const uint8_t* msg, size_t start, uint16_t rdlen, uint16_t
     }
 
 
-def parse_dns(const unsigned char[:] data):
+def parse_dns(data):
     """Parses one DNS message; returns (status, message tuple or None).
 
     message = (id, flags, counts, questions, answers, edns, problem) where
@@ -380,8 +380,16 @@ def parse_dns(const unsigned char[:] data):
     header (an IP length shorter than the packet, say) still has an id and
     flags: it is returned with problem "header.truncated".
     """
-    cdef size_t n = data.shape[0]
-    cdef const uint8_t* msg
+    cdef const unsigned char[:] view
+    cdef const uint8_t* raw
+    if type(data) is bytes:  # what the trackers pass: read in place, no buffer to acquire
+        raw = <const uint8_t*>PyBytes_AS_STRING(data)
+        return parse_message(raw, <size_t>PyBytes_GET_SIZE(data))
+    view = data
+    return parse_message(&view[0] if view.shape[0] else NULL, <size_t>view.shape[0])
+
+
+cdef tuple parse_message(const uint8_t* msg, size_t n):
     cdef size_t pos = HEADER_LEN
     cdef uint16_t counts[4]
     cdef uint16_t rtype, rclass, rdlen
@@ -391,7 +399,6 @@ def parse_dns(const unsigned char[:] data):
     cdef bint end_known = False
     if n < 4:
         return TRUNCATED, None
-    msg = &data[0]
     if n < HEADER_LEN:
         return OK, (load_u16(msg), load_u16(msg + 2), (0, 0, 0, 0), [], [], None,
                     "header.truncated")
