@@ -21,7 +21,11 @@ class JsonLinesWriter:
 
     def write(self, records: list[Record]) -> None:
         if records:
-            self._file.write(b"\n".join(map(orjson.dumps, records)) + b"\n")
+            dumps = orjson.dumps
+            # `+ b"\n"` makes an exact-size copy and frees orjson's output, whose buffer is
+            # larger: joining the outputs themselves held them all until the join, and the
+            # flush at the end of input (thousands of records) took peak RSS from 45 to 74 MiB.
+            self._file.write(b"".join([dumps(r) + b"\n" for r in records]))
 
     def close(self) -> None:
         if self.path == "-":
