@@ -27,11 +27,15 @@ def _num(default: float, lo: float, hi: float) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SensorConfig:
+    """[sensor]: how this sensor names itself in batches."""
+
     id: str = ""  # empty: the host name
 
 
 @dataclass(frozen=True, slots=True)
 class ShipConfig:
+    """[ship]: batches to a collector, the spool that holds them until acknowledged."""
+
     url: str = ""  # tcp://HOST:PORT or tls://HOST:PORT; empty: no shipping
     ca: str = ""
     cert: str = ""
@@ -48,6 +52,8 @@ class ShipConfig:
 
 @dataclass(frozen=True, slots=True)
 class CollectConfig:
+    """[collect]: the collector's listening socket, database and limits."""
+
     listen: str = "127.0.0.1:7443"
     db: str = "tapsense.db"
     tls_cert: str = ""
@@ -61,6 +67,8 @@ class CollectConfig:
 
 @dataclass(frozen=True, slots=True)
 class CaptureConfig:
+    """[capture]: interfaces, workers and the TPACKET_V3 ring of the daemon."""
+
     interfaces: tuple[str, ...] = ()
     workers: int = _num(1, 1, 64)
     block_size_kb: int = field(default=1024, metadata={"min": 4, "max": 65536, "multiple": 4})
@@ -73,6 +81,8 @@ class CaptureConfig:
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
+    """[daemon]: the user it runs as, its own events file, how long a stop may take."""
+
     user: str = "nobody"  # a daemon started as root becomes this user once its sockets are open
     events: str = ""  # records as JSON Lines to this path too ("" none, "-" stdout)
     stop_timeout_s: float = _num(20.0, 1, 600)
@@ -80,6 +90,8 @@ class DaemonConfig:
 
 @dataclass(frozen=True, slots=True)
 class FlowConfig:
+    """[flow]: the flow table's size, timeouts and what keys a flow."""
+
     max_flows: int = _num(131072, 1, 1 << 26)
     tcp_timeout_s: float = _num(300.0, 1, 86400)
     tcp_closed_timeout_s: float = _num(5.0, 0, 3600)
@@ -92,12 +104,16 @@ class FlowConfig:
 
 @dataclass(frozen=True, slots=True)
 class FragmentConfig:
+    """[fragments]: IP reassembly's bounds."""
+
     max_datagrams: int = _num(256, 0, 65536)
     timeout_s: float = _num(30.0, 1, 600)
 
 
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
+    """[dns]: how long a query waits for its response, and the DNS trackers' caps."""
+
     timeout_s: float = _num(10.0, 0.1, 3600)
     max_pending: int = _num(65536, 1, 1 << 24)
     max_tcp_streams: int = _num(4096, 1, 1 << 20)
@@ -106,6 +122,8 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class AttributionConfig:
+    """[attribution]: naming flows' services, from the services files and DNS answers."""
+
     enabled: bool = True
     services_files: tuple[str, ...] = ()
     dns_cache_s: float = _num(3600.0, 1, 7 * 86400)
@@ -114,11 +132,15 @@ class AttributionConfig:
 
 @dataclass(frozen=True, slots=True)
 class IntelConfig:
+    """[intel]: indicator lists to match records against."""
+
     files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class PrivacyConfig:
+    """[privacy]: what becomes of client addresses before records leave."""
+
     clients: str = field(default="keep", metadata={"choices": ("keep", "cryptopan", "truncate")})
     key_file: str = "/var/lib/tapsense/cryptopan.key"
     truncate_v4: int = _num(24, 0, 32)
@@ -128,17 +150,23 @@ class PrivacyConfig:
 
 @dataclass(frozen=True, slots=True)
 class RollupConfig:
+    """[rollups]: what the per-window rollups count."""
+
     clients: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
+    """[log]: level of the JSON log and how often it carries stats."""
+
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
     stats_interval_s: float = _num(60.0, 1, 86400)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole configuration: one frozen section per TOML table."""
+
     sensor: SensorConfig = field(default_factory=SensorConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)

@@ -72,6 +72,8 @@ _Message = tuple[int, str, int, str, int, str, str, "DnsMessage"]
 
 @dataclass(slots=True)
 class _TcpFramer:
+    """One direction of DNS over TCP: the stream, and bytes not yet a whole message."""
+
     stream: TcpStream
     buffer: bytearray
 

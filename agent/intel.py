@@ -66,6 +66,8 @@ class IntelError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where an indicator came from: its list, and the tag the list gave it."""
+
     source: str  # the file's name
     tag: str | None
 

@@ -167,6 +167,8 @@ def decode_packet_number(largest: int, truncated: int, bits: int) -> int:
 
 @dataclass(slots=True)
 class _Connection:
+    """One QUIC connection's Initial keys and the CRYPTO data of its ClientHello so far."""
+
     version: int
     dcid: bytes  # the DCID the keys come from
     keys: InitialKeys
@@ -206,6 +208,8 @@ class _Connection:
 
 @dataclass(slots=True)
 class _QuicFlow:
+    """The QUIC connections seen on one UDP flow."""
+
     connections: list[_Connection] = field(default_factory=list)
     hellos: set[bytes] = field(default_factory=set)  # digests of ClientHellos already reported
 

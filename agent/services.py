@@ -25,6 +25,8 @@ BUILTIN = Path(__file__).with_name("data") / "services.toml"
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """A service of the services file: what a domain belongs to."""
+
     id: str
     name: str
     category: str

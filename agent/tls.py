@@ -101,6 +101,8 @@ class _Side:
 
 @dataclass(slots=True)
 class _TlsFlow:
+    """A flow whose hellos are being read: both sides, and the hello waiting for its answer."""
+
     endpoints: tuple[str, int, str, int, str]  # client, port, server, port, flow id
     touched_ns: int
     sides: tuple[_Side, _Side] = field(default_factory=lambda: (_Side(), _Side()))
