@@ -58,6 +58,7 @@ FLAG_BITS = (
 # The names of the flags set in each value of header bits 4 to 10, which hold them all
 _FLAG_NAMES = tuple(tuple(name for name, bit in FLAG_BITS if bit & (i << 4)) for i in range(128))
 PORT_PROTOCOL = {5353: "mdns", 5355: "llmnr"}
+_NO_QUESTION = (None, None, None)
 # answer types: RFC 1035 section 3.2.2 (A, CNAME) and RFC 3596 section 2.1 (AAAA)
 TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
 ADDRESS_TYPES = frozenset((TYPE_A, TYPE_AAAA))
@@ -222,7 +223,7 @@ class DnsTracker:
         self.stats["dns.messages"] += 1
         if message[6] is not None:
             self.stats[f"dns.malformed.{message[6]}"] += 1
-        question = message[3][0][:2] if message[3] else None
+        qname, qtype, _qclass = message[3][0] if message[3] else _NO_QUESTION
         if not message[1] & 0x8000:  # a query
             side = (
                 ts_ns,
@@ -235,7 +236,7 @@ class DnsTracker:
                 message,
             )
             # The flow handle keeps apart what the flow key keeps apart (VLANs, VNIs).
-            key = (handle, sender, sender_port, message[0], question)
+            key = (handle, sender, sender_port, message[0], qname, qtype)
             records = []
             earlier = self._pending.pop(key, None)
             if earlier is not None:
@@ -247,7 +248,7 @@ class DnsTracker:
             self._pending[key] = side
             return records
         side = (ts_ns, receiver, receiver_port, sender, sender_port, transport, flow_id, message)
-        query = self._pending.pop((handle, receiver, receiver_port, message[0], question), None)
+        query = self._pending.pop((handle, receiver, receiver_port, message[0], qname, qtype), None)
         return [self._record(query, side)]
 
     def _record(self, query: _Message | None, response: _Message | None) -> DnsRecord:
@@ -255,7 +256,7 @@ class DnsTracker:
         assert first is not None
         ts_ns, querier, qport, responder, rport, transport, flow_id, message = first
         ident, header_flags, counts, questions, _answers, edns, problem = message
-        qname, qtype, qclass = questions[0] if questions else (None, None, None)
+        qname, qtype, qclass = questions[0] if questions else _NO_QUESTION
         answers: list[str] = []
         answer_types: list[int] = []
         ttls: list[int] = []
@@ -263,13 +264,14 @@ class DnsTracker:
         flags = header_flags
         if response is not None:
             _i, flags, _c, _q, rr, redns, rproblem = response[7]
-            if rr:
-                _names, rtypes, rttls, texts = zip(*rr, strict=True)
-                answers, answer_types, ttls = list(texts), list(rtypes), list(rttls)
+            for _name, rtype, ttl, text in rr:
+                answers.append(text)
+                answer_types.append(rtype)
+                ttls.append(ttl)
             rcode = flags & 0x000F
             if redns is not None:  # the 12-bit extended RCODE, RFC 6891 section 6.1.3
                 rcode |= redns["rcode_high"] << 4
-            rcode_name = RCODE_NAMES.get(rcode, str(rcode))
+            rcode_name = RCODE_NAMES.get(rcode) or str(rcode)
             if query is not None:
                 rtt = (response[0] - ts_ns) / 1e9
                 edns = redns or edns
