@@ -100,7 +100,7 @@ FRAG_COUNTER_NAMES = ("fragments", "reassembled", "timeout", "evicted", "overlap
                       "too_big", "truncated", "no_memory")
 COUNTER_NAMES = ("packets", "bytes", "flows_created", "flows_ended", "flows_evicted",
                  "interim_records", "payload_events", "payload_cap_hits", "time_backwards",
-                 "bad_descriptor", "tls_events", "quic_events", "quic_cap_hits")
+                 "bad_descriptor", "tls_events", "quic_events", "quic_cap_hits", "time_clamped")
 cdef enum:
     C_PACKETS = 0
     C_BYTES = 1
@@ -115,11 +115,15 @@ cdef enum:
     C_TLS_EVENTS = 10
     C_QUIC_EVENTS = 11
     C_QUIC_CAP = 12
-    N_COUNTERS = 13
+    C_TIME_CLAMPED = 13
+    N_COUNTERS = 14
 
 DESC_SIZE = sizeof(FrameDesc)
 
 cdef uint64_t NS = 1000000000
+# The latest time the engine keeps (2262): a pcapng timestamp can be any 64-bit value, and a
+# later one is taken as this, and counted, so that a time plus any timeout still fits.
+cdef uint64_t MAX_TIME_NS = (<uint64_t>1 << 63) - 1
 
 cdef inline bint looks_like_server(uint16_t sport, uint16_t dport) noexcept nogil:
     """A packet from a well-known port to an ephemeral one comes from a server."""
@@ -201,7 +205,7 @@ cdef class Engine:
     cdef int opts
     cdef uint64_t now
     cdef uint64_t tick_sec
-    cdef uint64_t next_sec_ns  # where the second after tick_sec starts
+    cdef uint64_t sec_end_ns  # the last nanosecond of second tick_sec
     cdef uint64_t timeout_ns[N_CLASSES]
     cdef uint64_t active_ns
     cdef uint32_t tcp_payload_cap
@@ -278,7 +282,7 @@ cdef class Engine:
         cdef Py_ssize_t size = data.shape[0]
         cdef const uint8_t* base
         cdef int st
-        cdef uint64_t sec_before
+        cdef uint64_t sec_before, ts
         self.consumed = count
         if count <= start:
             return self._take()
@@ -293,26 +297,29 @@ cdef class Engine:
             if <Py_ssize_t>d.offset + <Py_ssize_t>d.caplen > size:
                 self.counts[C_BAD_DESC] += 1
                 continue
+            ts = d.ts_ns if d.ts_ns <= MAX_TIME_NS else MAX_TIME_NS
             sec_before = self.tick_sec
-            self._advance(d.ts_ns)
+            self._advance(ts)
             if stop_at_tick and self.tick_sec != sec_before:
                 self.consumed = i  # the next call takes this frame up (its second is ticked)
                 return self._take()
             self.counts[C_PACKETS] += 1
             self.counts[C_BYTES] += d.wirelen
+            if ts != d.ts_ns:
+                self.counts[C_TIME_CLAMPED] += 1
             st = decode_frame(base + d.offset, d.caplen, d.linktype, d.vlan_tci,
                               (d.flags & FRAME_VLAN_STRIPPED) != 0, self.opts, &pk)
             if st == OK:
-                self._process(&pk, d.ts_ns, 1, pk.ip_len)
+                self._process(&pk, ts, 1, pk.ip_len)
             elif st == FRAGMENT:
-                self._fragment(&pk, d.ts_ns, 0)
+                self._fragment(&pk, ts, 0)
             else:
                 self.errors[pk.err_layer][st] += 1
         return self._take()
 
     def tick(self, unsigned long long now_ns):
         """Advances the clock without a packet (live capture on a quiet link)."""
-        self._advance(now_ns)
+        self._advance(now_ns if now_ns <= MAX_TIME_NS else MAX_TIME_NS)
         return self._take()
 
     def flush(self):
@@ -366,7 +373,7 @@ cdef class Engine:
             # and lands in a window, when it expired rather than when the next packet came.
             # Within the current second no flow can fall due in a later one: most packets
             # stop at the first test.
-            if ts >= self.next_sec_ns:
+            if ts > self.sec_end_ns:
                 due = self._next_due()
                 while due < ts and due // NS > self.tick_sec:
                     self.now = due
@@ -377,14 +384,14 @@ cdef class Engine:
             self.now = ts
         elif ts < self.now:
             self.counts[C_TIME_BACKWARDS] += 1
-        if self.now >= self.next_sec_ns:  # (now only grows, so never below tick_sec's)
+        if self.now > self.sec_end_ns:  # (now only grows, so never below tick_sec's)
             self._tick_to(self.now // NS)
             self.out.append((EV_TICK, self.now))
             self._expire()
 
     cdef inline void _tick_to(self, uint64_t sec) noexcept:
         self.tick_sec = sec
-        self.next_sec_ns = (sec + 1) * NS
+        self.sec_end_ns = sec * NS + (NS - 1)
 
     cdef uint64_t _next_due(self) noexcept:
         """The earliest time an idle flow expires (each class's list is oldest first)."""

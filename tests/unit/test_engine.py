@@ -514,6 +514,24 @@ def test_decode_errors_are_counted_by_layer_and_status(tmp_path: Path) -> None:
     assert stats["decode_errors"] == {"tcp.truncated": 1, "ipv4.truncated": 1}
 
 
+def test_timestamps_past_2262_are_taken_as_the_latest_time_and_counted() -> None:
+    """A pcapng timestamp can be any 64-bit value. Past 2^63 - 1 ns (2262) the engine takes
+    that time instead, so that a time plus a timeout still fits: the flow stays one flow, not
+    one interim record per packet, and its second ticks once."""
+    engine = Engine()
+    frame = bytes(eth() / IP(src=C, dst=S) / UDP(sport=4000, dport=5000) / b"x")
+    times = [2**63 - 2, 2**63 + 5, 2**64 - 10**8, 2**64 - 1]
+    out = engine.feed(*batch([(t, frame) for t in times]))
+    out += engine.tick(2**64 - 1)
+    assert [e[0] for e in out] == [EV_TICK]
+    assert engine.now_ns == 2**63 - 1
+    counters = engine.counters()
+    assert (counters["time_clamped"], counters["interim_records"]) == (3, 0)
+    (flow,) = [e for e in engine.flush() if e[0] == EV_FLOW]
+    assert flow[12] == len(times)
+    assert (flow[10], flow[11]) == (2**63 - 2, 2**63 - 1)  # first and last seen
+
+
 def test_time_going_backwards_is_counted() -> None:
     engine = Engine()
     frame = bytes(eth() / IP(src=C, dst=S) / UDP(sport=4000, dport=5000) / b"x")
