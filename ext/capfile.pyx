@@ -166,7 +166,7 @@ cdef class CaptureWalker:
             else:
                 self._counts[C_TRUNCATED] += 1
 
-    def walk(self, const unsigned char[:] buf):
+    def walk(self, const unsigned char[::1] buf):
         """Consumes complete records of buf; returns (bytes consumed, frames described)."""
         cdef Py_ssize_t n = buf.shape[0]
         if n == 0 or self.stopped:

@@ -17,7 +17,7 @@ LAYER_NAMES = ("link", "ether", "vlan", "mpls", "pppoe", "ppp", "gre", "erspan",
 STATUS_FRAGMENT = FRAGMENT
 
 
-def parse_frame(const unsigned char[:] frame, int linktype=1, int vlan_tci=-1,
+def parse_frame(const unsigned char[::1] frame, int linktype=1, int vlan_tci=-1,
                 bint key_vlan=True, bint key_tunnel=True):
     """Decodes one frame of a capture link type; returns (status, fields or None).
 

@@ -380,7 +380,7 @@ def parse_dns(data):
     header (an IP length shorter than the packet, say) still has an id and
     flags: it is returned with problem "header.truncated".
     """
-    cdef const unsigned char[:] view
+    cdef const unsigned char[::1] view
     cdef const uint8_t* raw
     if type(data) is bytes:  # what the trackers pass: read in place, no buffer to acquire
         raw = <const uint8_t*>PyBytes_AS_STRING(data)

@@ -267,7 +267,7 @@ cdef class Engine:
     def active_flows(self):
         return self.ft.count
 
-    def feed(self, const unsigned char[:] data, const unsigned char[:] descs, Py_ssize_t count,
+    def feed(self, const unsigned char[::1] data, const unsigned char[::1] descs, Py_ssize_t count,
              Py_ssize_t start=0, bint stop_at_tick=False):
         """Processes frames start..count-1 described in descs over data; returns the outputs.
 

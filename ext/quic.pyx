@@ -63,7 +63,7 @@ cdef inline unsigned int packet_type(unsigned int first_byte, unsigned int versi
     return bits
 
 
-def parse_long_header(const unsigned char[:] data, Py_ssize_t start=0):
+def parse_long_header(const unsigned char[::1] data, Py_ssize_t start=0):
     """Reads the long header of the packet at `start` of a datagram.
 
     Returns (status, fields): first_byte, version, dcid, scid (bytes), type,
@@ -117,7 +117,7 @@ def parse_long_header(const unsigned char[:] data, Py_ssize_t start=0):
     return OK, fields
 
 
-def crypto_frames(const unsigned char[:] payload, bint google=False):
+def crypto_frames(const unsigned char[::1] payload, bint google=False):
     """The CRYPTO frames of a decrypted Initial payload: (status, [(offset, data)]).
 
     Walks PADDING, PING, ACK and CONNECTION_CLOSE; any other frame type is not

@@ -51,7 +51,7 @@ cdef inline uint16_t u16(const uint8_t* p) noexcept nogil:
     return (<const uint16_t*>p)[0]
 
 
-def block_ready(unsigned char[:] ring, Py_ssize_t block_offset):
+def block_ready(unsigned char[::1] ring, Py_ssize_t block_offset):
     """True when the kernel has handed the block at block_offset to user space."""
     if block_offset < 0 or block_offset + 48 > ring.shape[0]:
         return False
@@ -60,7 +60,7 @@ def block_ready(unsigned char[:] ring, Py_ssize_t block_offset):
     return ready
 
 
-def release_block(unsigned char[:] ring, Py_ssize_t block_offset):
+def release_block(unsigned char[::1] ring, Py_ssize_t block_offset):
     """Gives the block back to the kernel."""
     if block_offset < 0 or block_offset + 48 > ring.shape[0]:
         return
@@ -68,7 +68,7 @@ def release_block(unsigned char[:] ring, Py_ssize_t block_offset):
     (<uint32_t*>&ring[block_offset + BLOCK_STATUS])[0] = TP_STATUS_KERNEL
 
 
-def walk_block(unsigned char[:] ring, Py_ssize_t block_offset, Py_ssize_t block_size,
+def walk_block(unsigned char[::1] ring, Py_ssize_t block_offset, Py_ssize_t block_size,
                int linktype, bytearray descs):
     """Describes the packets of one ready block; returns (frames, corrupt, vlans).
 

@@ -280,7 +280,7 @@ cdef list alpn_py(const uint8_t* p, uint16_t n):
     return ids
 
 
-def parse_client_hello(const unsigned char[:] body, bint quic=False):
+def parse_client_hello(const unsigned char[::1] body, bint quic=False):
     """Parses a ClientHello body; returns (status, fields dict or None).
 
     fields: version, ciphers, extensions (types in wire order), sni (bytes or
@@ -328,7 +328,7 @@ def parse_client_hello(const unsigned char[:] body, bint quic=False):
     }
 
 
-def parse_server_hello(const unsigned char[:] body):
+def parse_server_hello(const unsigned char[::1] body):
     """Parses a ServerHello body; returns (status, fields dict or None).
 
     fields: version (legacy), cipher, extensions (types in wire order),
@@ -398,7 +398,7 @@ cdef tuple server_hello(Cursor* c, Text* t):
                 "ja3s_full": ja3s_full}
 
 
-def parse_sslv2_client_hello(const unsigned char[:] record):
+def parse_sslv2_client_hello(const unsigned char[::1] record):
     """An SSL 2.0 CLIENT-HELLO record (two-byte header with the high bit set).
 
     Returns (status, {"version", "cipher_specs"}); cipher specs are 3-byte values.

@@ -404,3 +404,36 @@ def test_engine_feed_noise_as_frames(noise, n, linktype):
     failures = sum(v for k, v in counters.items() if k.startswith("decode."))
     assert counters["packets"] == len(descs)
     assert failures + counters["frag.fragments"] <= len(descs)
+
+
+# --- buffers the C code cannot read in place ----------------------------------------------------
+
+
+def test_strided_buffers_are_refused_at_every_entry_point():
+    """Every entry point reads its buffer as contiguous memory: a strided view (every other
+    byte, or reversed) is refused at the call, instead of read past its end."""
+    from agent._quic import crypto_frames, parse_long_header
+    from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
+
+    data = bytes(range(256)) * 4
+    descs = DESC.pack(0, 0, 64, 64, 1, 0, 0, 0)
+    calls = {
+        "parse_frame": lambda view: parse_frame(view, 1),
+        "parse_dns": parse_dns,
+        "parse_client_hello": parse_client_hello,
+        "parse_server_hello": parse_server_hello,
+        "parse_sslv2_client_hello": parse_sslv2_client_hello,
+        "parse_long_header": parse_long_header,
+        "crypto_frames": crypto_frames,
+        "CaptureWalker.walk": lambda view: CaptureWalker().walk(view),
+        "Engine.feed data": lambda view: Engine().feed(view, descs, 1),
+        "Engine.feed descriptors": lambda view: Engine().feed(data, view[: len(descs)], 1),
+    }
+    for name, call in calls.items():
+        for strided in (memoryview(data)[::-1], memoryview(data)[::2]):
+            try:
+                call(strided)
+            except (BufferError, ValueError):
+                continue
+            raise AssertionError(f"{name} read a strided buffer")
+        call(memoryview(data))  # a contiguous view is read as before
