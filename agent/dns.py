@@ -66,8 +66,8 @@ TCP_MAX_MESSAGE = 2 + 65535  # RFC 1035 section 4.2.2: a two-octet length prefix
 
 
 # One side of a transaction: (ts_ns, querier, querier port, responder, responder port,
-# transport, flow id, parsed message). A tuple: one is made per message, and a class
-# instance cost twice the rest of pairing (bench/).
+# transport, flow id, parsed message). A tuple: one is made per message, and a slotted
+# dataclass took 290 ns to build against a tuple's 8.
 _Message = tuple[int, str, int, str, int, str, str, "DnsMessage"]
 
 

@@ -125,6 +125,10 @@ cdef uint64_t NS = 1000000000
 # later one is taken as this, and counted, so that a time plus any timeout still fits.
 cdef uint64_t MAX_TIME_NS = (<uint64_t>1 << 63) - 1
 
+
+cdef inline uint64_t kept_time(uint64_t ts) noexcept nogil:
+    return ts if ts <= MAX_TIME_NS else MAX_TIME_NS
+
 cdef inline bint looks_like_server(uint16_t sport, uint16_t dport) noexcept nogil:
     """A packet from a well-known port to an ephemeral one comes from a server."""
     return sport < 1024 and dport >= 1024
@@ -297,7 +301,7 @@ cdef class Engine:
             if <Py_ssize_t>d.offset + <Py_ssize_t>d.caplen > size:
                 self.counts[C_BAD_DESC] += 1
                 continue
-            ts = d.ts_ns if d.ts_ns <= MAX_TIME_NS else MAX_TIME_NS
+            ts = kept_time(d.ts_ns)
             sec_before = self.tick_sec
             self._advance(ts)
             if stop_at_tick and self.tick_sec != sec_before:
@@ -319,7 +323,7 @@ cdef class Engine:
 
     def tick(self, unsigned long long now_ns):
         """Advances the clock without a packet (live capture on a quiet link)."""
-        self._advance(now_ns if now_ns <= MAX_TIME_NS else MAX_TIME_NS)
+        self._advance(kept_time(now_ns))
         return self._take()
 
     def flush(self):
