@@ -20,6 +20,8 @@ from agent._capfile import CaptureWalker
 from agent._decode import parse_frame
 from agent._dns import parse_dns
 from agent._engine import EV_FLOW, EV_PAYLOAD, EV_TICK, Engine
+from agent._quic import crypto_frames, parse_long_header
+from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
 from tests.property.budget import examples
 from tests.property.captures import DESC, descriptors, pcap_files, pcapng_files
 from tests.property.frames import LINKTYPES, decoded_fields, frames
@@ -412,9 +414,6 @@ def test_engine_feed_noise_as_frames(noise, n, linktype):
 def test_strided_buffers_are_refused_at_every_entry_point():
     """Every entry point reads its buffer as contiguous memory: a strided view (every other
     byte, or reversed) is refused at the call, instead of read past its end."""
-    from agent._quic import crypto_frames, parse_long_header
-    from agent._tls import parse_client_hello, parse_server_hello, parse_sslv2_client_hello
-
     data = bytes(range(256)) * 4
     descs = DESC.pack(0, 0, 64, 64, 1, 0, 0, 0)
     calls = {
